@@ -1,0 +1,113 @@
+"""The tf.Example schema: the one place that names the feature keys, writes records and parses them.
+
+Every task uses the same record shape so that one writer and one set of input functions serve all of
+them: an encoded image (always 8-bit RGB JPEG or PNG after preprocessing), a key (the file name or id
+the submission needs), the row's position in its input (test order must survive sharding), the label
+ids (empty when unlabeled; several for multi-label stickers, the first being the main one) and an
+optional text (meme captions, product names).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+SCHEMA_VERSION = 1
+
+IMAGE = "image/encoded"
+IMAGE_FORMAT = "image/format"
+KEY = "key"
+INDEX = "index"
+LABELS = "labels"
+TEXT = "text"
+
+SPLITS = ("train", "val", "test", "unlabeled")
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One decoded-and-validated input row, ready to be serialised."""
+
+    image: bytes
+    image_format: str
+    key: str
+    index: int
+    labels: tuple[int, ...] = ()
+    text: str = ""
+
+
+def _bytes_feature(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int64_feature(values) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
+
+
+def serialize(record: Record) -> bytes:
+    """Record -> serialized tf.train.Example (deterministic bytes for equal records)."""
+    features = {
+        IMAGE: _bytes_feature(record.image),
+        IMAGE_FORMAT: _bytes_feature(record.image_format.encode()),
+        KEY: _bytes_feature(record.key.encode()),
+        INDEX: _int64_feature([record.index]),
+        LABELS: _int64_feature(record.labels),
+        TEXT: _bytes_feature(record.text.encode()),
+    }
+    example = tf.train.Example(features=tf.train.Features(feature=features))
+    return example.SerializeToString(deterministic=True)
+
+
+_FEATURE_SPEC = {
+    IMAGE: tf.io.FixedLenFeature([], tf.string),
+    IMAGE_FORMAT: tf.io.FixedLenFeature([], tf.string, default_value=b""),
+    KEY: tf.io.FixedLenFeature([], tf.string),
+    INDEX: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    LABELS: tf.io.VarLenFeature(tf.int64),
+    TEXT: tf.io.FixedLenFeature([], tf.string, default_value=b""),
+}
+
+
+def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Parses one serialized example (graph-safe, for tf.data.Dataset.map).
+
+    Returns the raw features: `labels` is a dense int64 vector (empty when unlabeled) and `label`
+    the main label (the first one) or -1, so single-label tasks need no further work.
+    """
+    parsed = tf.io.parse_single_example(serialized, _FEATURE_SPEC)
+    labels = tf.sparse.to_dense(parsed[LABELS])
+    main_label = tf.cond(tf.size(labels) > 0, lambda: labels[0], lambda: tf.constant(-1, tf.int64))
+    return {
+        "image_bytes": parsed[IMAGE],
+        "key": parsed[KEY],
+        "index": parsed[INDEX],
+        "labels": labels,
+        "label": main_label,
+        "text": parsed[TEXT],
+    }
+
+
+def parse_record(serialized: bytes) -> Record:
+    """Eager inverse of `serialize`, for tests and inspection tools."""
+    example = tf.train.Example.FromString(serialized)
+    feature = example.features.feature
+    return Record(
+        image=feature[IMAGE].bytes_list.value[0],
+        image_format=feature[IMAGE_FORMAT].bytes_list.value[0].decode(),
+        key=feature[KEY].bytes_list.value[0].decode(),
+        index=feature[INDEX].int64_list.value[0],
+        labels=tuple(feature[LABELS].int64_list.value),
+        text=feature[TEXT].bytes_list.value[0].decode(),
+    )
+
+
+def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Encoded JPEG/PNG -> uint8 (H, W, 3).
+
+    Preprocessing already normalised every image to 8-bit RGB JPEG or PNG, but
+    expand_animations=False keeps this safe for raw GIFs too (it takes the first frame).
+    """
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image

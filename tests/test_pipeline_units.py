@@ -1,0 +1,137 @@
+"""Pure parts of the pipeline: metrics, flags and flagfiles, class weights, augmentation, inputs."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from sklearn.metrics import f1_score
+
+from pipelines import evaluation, inputs
+from pipelines import flags as pipeline_flags
+from pipelines.config import ConfigError
+from pipelines.tasks import score_spam_submission
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = flags.FLAGS
+
+
+@pytest.mark.parametrize("y_true, y_pred", [
+    ([0, 1, 2, 3, 1, 2, 3, 0], [0, 1, 2, 3, 2, 2, 3, 1]),
+    ([0, 0, 2, 3, 2, 3], [0, 1, 2, 3, 2, 0]),   # monotone absent from the truth but predicted
+    ([0, 1, 1, 2, 3, 3], [0, 0, 0, 2, 3, 3]),   # monotone present but never predicted
+    ([0, 0, 1, 2, 3], [0, 0, 1, 2, 3]),         # perfect
+])
+def test_geometric_mean_f1_matches_scikit_learn(y_true, y_pred):
+    f1 = f1_score(y_true, y_pred, labels=[1, 2, 3], average=None, zero_division=0)
+    expected = float(np.prod(f1) ** (1 / 3))
+    assert evaluation.geometric_mean_f1(y_true, y_pred) == pytest.approx(expected)
+
+
+def test_classification_report_and_table():
+    report = evaluation.classification_report([0, 1, 1, 2], [0, 1, 2, 2], ("a", "b", "c"), (1, 2))
+    assert report["confusion_matrix"] == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
+    assert report["accuracy"] == pytest.approx(0.75)
+    assert report["per_class"]["b"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3),
+                                        "support": 2}
+    table = evaluation.format_report(report, ("a", "b", "c"))
+    assert "geometric-mean F1" in table and "accuracy 0.7500 over 4 examples" in table
+
+
+def test_scorer_gives_zero_when_file_sets_differ(tmp_path):
+    truth = tmp_path / "truth"
+    truth.write_text("filename,annotation\na.jpg,1\nb.gif,2\nc.png,3\n")
+    submission = tmp_path / "submission.csv"
+    submission.write_text("filename,y_pred\na.jpg,1\nc.png,3\n")
+    assert score_spam_submission(str(submission), str(truth))["geometric_mean_f1"] == 0.0
+    submission.write_text("filename,y_pred\na.jpg,1\nb.gif,2\nc.png,3\n")
+    assert score_spam_submission(str(submission), str(truth))["geometric_mean_f1"] == pytest.approx(1.0)
+
+
+def test_class_weights_are_inverse_frequency_with_mean_one():
+    weights = inputs.class_weights({"a": 60, "b": 10, "c": 30}, ("a", "b", "c"))
+    assert weights[1] == pytest.approx(6 * weights[0])
+    assert (60 * weights[0] + 10 * weights[1] + 30 * weights[2]) / 100 == pytest.approx(1.0)
+
+
+def _parse(args):
+    FLAGS.unparse_flags()
+    FLAGS(["prog"] + args)
+    return pipeline_flags.config_from_flags("spam")
+
+
+@pytest.mark.parametrize("flagfile", sorted(glob.glob(os.path.join(ROOT, "experiments", "*", "*.flags"))))
+def test_every_flagfile_parses_into_a_valid_config(flagfile):
+    task = os.path.basename(os.path.dirname(flagfile))
+    argv = pipeline_flags.resolve_flagfiles([f"--flagfile={flagfile}", "--workdir=/tmp/w",
+                                             "--raw_dir=/tmp/r"], task)
+    config = _parse(argv)
+    assert config.workdir == "/tmp/w" and config.total_epochs > 0
+
+
+def test_bare_flagfile_name_nesting_and_override_order(tmp_path):
+    argv = pipeline_flags.resolve_flagfiles(["--flagfile=demo.flags", "--workdir=/tmp/w",
+                                             "--raw_dir=/tmp/r", "--image_size=48"], "spam")
+    config = _parse(argv)
+    v1 = _parse(pipeline_flags.resolve_flagfiles(["--flagfile=v1.flags", "--workdir=/tmp/w",
+                                                  "--raw_dir=/tmp/r"], "spam"))
+    assert config.image_size == 48  # command line beats the flagfile
+    assert v1.backbone == "resnet50v2" and v1.weights == "imagenet"
+    assert config.backbone != v1.backbone and config.weights is None  # demo overrides v1
+    assert config.batch_size != v1.batch_size or config.head.epochs != v1.head.epochs
+    with pytest.raises(ConfigError, match="not_there.flags"):
+        pipeline_flags.resolve_flagfiles(["--flagfile=not_there.flags"], "spam")
+
+
+def test_effective_flags_repeat_the_run_exactly(tmp_path):
+    config = _parse(pipeline_flags.resolve_flagfiles(["--flagfile=demo.flags", "--workdir=/tmp/w",
+                                                      "--raw_dir=/tmp/r"], "spam"))
+    saved = tmp_path / "flags.txt"
+    saved.write_text(pipeline_flags.effective_flags())
+    _parse(["--image_size=99", "--backbone=other"])  # pollute, then repeat from the file
+    assert _parse(pipeline_flags.resolve_flagfiles([f"--flagfile={saved}"], "spam")) == config
+
+
+def test_invalid_values_name_the_flag():
+    with pytest.raises(ConfigError, match="--image_size"):
+        _parse(["--workdir=/tmp/w", "--raw_dir=/tmp/r", "--image_size=4"])
+    with pytest.raises(ConfigError, match="--workdir"):
+        _parse(["--raw_dir=/tmp/r"])
+
+
+def test_augmenter_changes_images_eagerly_and_in_tf_data_with_same_shapes():
+    augmenter = inputs.make_augmenter(flip=True, zoom=0.2, shift=0.1, seed=0)
+    images = tf.cast(tf.random.stateless_uniform([4, 24, 24, 3], [1, 2], maxval=255), tf.float32)
+    eager = augmenter(images, training=True)
+    mapped = next(iter(tf.data.Dataset.from_tensors(images).map(lambda batch: augmenter(batch, training=True))))
+    for result in (eager, mapped):
+        assert result.shape == images.shape and result.dtype == tf.float32
+        assert not np.allclose(result.numpy(), images.numpy())
+        assert 0 <= float(tf.reduce_min(result)) and float(tf.reduce_max(result)) <= 255
+    assert inputs.make_augmenter(flip=False, zoom=0, shift=0, seed=0) is None
+
+
+def test_input_functions_on_demo_shards(demo_shards):
+    from preprocess import writer
+
+    manifest = writer.read_manifest(str(demo_shards))
+    train_paths = writer.shard_paths(str(demo_shards), "train", manifest)
+    val_paths = writer.shard_paths(str(demo_shards), "val", manifest)
+    train = inputs.train_dataset(train_paths, 32, 8, 4, inputs.make_augmenter(True, 0.1, 0.1, 0), steps=3)
+    batches = list(train)
+    assert len(batches) == 3
+    images, labels = batches[0]
+    assert images.shape == (8, 32, 32, 3) and images.dtype == tf.float32
+    assert labels.shape == (8, 4) and np.allclose(labels.numpy().sum(axis=1), 1)
+    keys, y_true = inputs.keys_and_labels(val_paths)
+    assert len(keys) == manifest["splits"]["val"]["records"] == len(y_true)
+    evaluated = np.concatenate([np.argmax(batch[1].numpy(), -1)
+                                for batch in inputs.eval_dataset(val_paths, 32, 16, 4)])
+    np.testing.assert_array_equal(evaluated, y_true)  # eval order = keys_and_labels order
+    first = next(iter(inputs.eval_dataset(val_paths, 32, 16, 4)))[0].numpy()
+    again = next(iter(inputs.eval_dataset(val_paths, 32, 16, 4)))[0].numpy()
+    np.testing.assert_array_equal(first, again)  # never augmented

@@ -54,7 +54,10 @@ def _small_cnn(widths: tuple[int, ...], convs_per_block: int) -> Callable[[int],
             for conv in range(convs_per_block):
                 features = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
                                                name=f"block{block}_conv{conv + 1}")(features)
-                features = keras.layers.BatchNormalization(name=f"block{block}_bn{conv + 1}")(features)
+                # momentum 0.9, not 0.99: trained from scratch for a few hundred steps, the moving
+                # statistics must converge within the run or inference-mode outputs are garbage.
+                features = keras.layers.BatchNormalization(momentum=0.9,
+                                                           name=f"block{block}_bn{conv + 1}")(features)
                 features = keras.layers.ReLU(name=f"block{block}_relu{conv + 1}")(features)
             if block < len(widths):
                 features = keras.layers.MaxPooling2D(name=f"block{block}_pool")(features)

@@ -127,16 +127,27 @@ def evaluate(config: Config, model: keras.Model, manifest: dict, task: TaskSpec)
 
 
 def predict(model: keras.Model, paths: list[str], config: Config, label: str = "predicting") -> Predictions:
-    """Class probabilities for every record of the shards, with a progress line."""
+    """Class probabilities for every record of the shards, with a progress line.
+
+    model.predict, not a loop of predict_on_batch: under MirroredStrategy only predict splits
+    batches across replicas and gathers the outputs correctly."""
     keys, _ = inputs.keys_and_labels(paths)
     progress = Progress(len(keys), label)
-    batches = []
-    for images in inputs.predict_dataset(paths, config.image_size, config.batch_size):
-        batches.append(np.asarray(model.predict_on_batch(images), np.float32))
-        progress.update(len(batches[-1]))
+    probabilities = model.predict(inputs.predict_dataset(paths, config.image_size, config.batch_size),
+                                  verbose=0, callbacks=[_ProgressCallback(progress, config.batch_size)])
     progress.close()
-    probabilities = np.concatenate(batches) if batches else np.zeros((0, model.output_shape[-1]), np.float32)
-    return Predictions(keys, probabilities)
+    if len(probabilities) != len(keys):
+        raise RuntimeError(f"{len(probabilities)} predictions for {len(keys)} records")
+    return Predictions(keys, np.asarray(probabilities, np.float32))
+
+
+class _ProgressCallback(keras.callbacks.Callback):
+    def __init__(self, progress: Progress, batch_size: int):
+        super().__init__()
+        self.progress, self.batch_size = progress, batch_size
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.progress.update(min(self.batch_size, self.progress.total - self.progress.done))
 
 
 def _read_json(path: str) -> dict:

@@ -92,7 +92,7 @@ def test_effective_flags_repeat_the_run_exactly(tmp_path):
                                                       "--raw_dir=/tmp/r"], "spam"))
     saved = tmp_path / "flags.txt"
     saved.write_text(pipeline_flags.effective_flags())
-    _parse(["--image_size=99", "--backbone=other"])  # pollute, then repeat from the file
+    _parse(["--image_size=99", "--backbone=other", "--workdir=/x", "--raw_dir=/y"])  # pollute first
     assert _parse(pipeline_flags.resolve_flagfiles([f"--flagfile={saved}"], "spam")) == config
 
 

@@ -1,4 +1,5 @@
-"""Image classifier = input scaling -> backbone -> dropout -> float32 head, plus the phase helpers."""
+"""Image classifier = backbone (with its input scaling) -> dropout -> float32 head, and the helpers
+that freeze and unfreeze the backbone between training phases."""
 
 from __future__ import annotations
 
@@ -8,26 +9,34 @@ from models import backbones
 
 
 def build_image_classifier(backbone: str, num_classes: int, image_size: int, dropout: float = 0.2,
-                           weights: str | None = None, multi_label: bool = False) -> keras.Model:
-    """Input `image`: float (None, size, size, 3) raw pixels in [0, 255]; output `probs`.
+                           weights: str | None = None, multi_label: bool = False,
+                           name: str | None = None) -> keras.Model:
+    """Input `image`: float32 (None, image_size, image_size, 3) raw pixels in [0, 255]; output
+    `probs`: softmax, or independent sigmoids when `multi_label`. `weights` is a value
+    backbones.resolve_weights returned.
 
     The head is float32 even under a mixed_float16 policy: softmax in float16 loses precision and
     the loss must see float32 probabilities.
     """
-    spec = backbones.get_spec(backbone)
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    scale = spec.scale()
-    features = backbones.build_backbone(backbone, image_size, weights)(
-        scale(inputs) if scale is not None else inputs)
+    features = backbones.build_backbone(backbone, image_size, weights)(inputs)
     features = keras.layers.Dropout(dropout, name="head_dropout")(features)
     logits = keras.layers.Dense(num_classes, name="head_logits", dtype="float32")(features)
     activation = "sigmoid" if multi_label else "softmax"
     probabilities = keras.layers.Activation(activation, name="probs", dtype="float32")(logits)
-    return keras.Model(inputs, probabilities, name=f"{backbone}_classifier")
+    return keras.Model(inputs, probabilities, name=name or f"{backbone}_classifier")
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
     return model.get_layer("backbone")
+
+
+def _blocks(model: keras.Model) -> tuple[tuple[str, ...], ...]:
+    return backbones.get_spec(backbones.backbone_name(backbone_of(model))).blocks
+
+
+def backbone_block_count(model: keras.Model) -> int:
+    return len(_blocks(model))
 
 
 def freeze_backbone(model: keras.Model) -> None:
@@ -37,22 +46,21 @@ def freeze_backbone(model: keras.Model) -> None:
 
 
 def unfreeze_backbone(model: keras.Model, top_blocks: int | None = None) -> int:
-    """Makes the whole backbone trainable, or only its top `top_blocks` blocks; returns the number of
-    trainable weight tensors. With a partial unfreeze the BatchNorm layers stay frozen: their
-    statistics were learned on far more data than a fine-tuning batch shows."""
+    """Makes the whole backbone trainable (top_blocks None or 0), or only its top `top_blocks`
+    blocks; returns the number of trainable weight tensors of the model, head included.
+
+    In a partial unfreeze the BatchNorm layers stay frozen (inference mode): their statistics were
+    learned on far more data than fine-tuning batches show, and the small batches of a large-image
+    fine-tune would make them noisy. Recompile the model after calling this."""
     backbone = backbone_of(model)
-    backbone.trainable = True
-    prefixes = ()
+    backbone.trainable = True  # sets every layer inside, undoing an earlier partial unfreeze
     if top_blocks:
-        spec = backbones.get_spec(model.name.removesuffix("_classifier"))
-        prefixes = tuple(prefix for block in spec.blocks[-top_blocks:] for prefix in block)
-    # Set on every layer: a Functional model's own `trainable` does not reach layers that were
-    # changed one by one before (a partial unfreeze).
-    for layer in backbone.layers:
-        layer.trainable = not prefixes or (layer.name.startswith(prefixes) and
-                                           not isinstance(layer, keras.layers.BatchNormalization))
+        blocks = _blocks(model)
+        if not 0 < top_blocks <= len(blocks):
+            raise ValueError(f"top_blocks={top_blocks}: {backbones.backbone_name(backbone)} has "
+                             f"{len(blocks)} blocks")
+        prefixes = tuple(prefix for block in blocks[-top_blocks:] for prefix in block)
+        for layer in backbone.layers:
+            layer.trainable = (layer.name.startswith(prefixes)
+                               and not isinstance(layer, keras.layers.BatchNormalization))
     return len(model.trainable_weights)
-
-
-def backbone_block_count(model: keras.Model) -> int:
-    return len(backbones.get_spec(model.name.removesuffix("_classifier")).blocks)

@@ -46,19 +46,8 @@ class ImageOptions:
     png_compress_level: int = 3
 
 
-def load_image(path: str, options: ImageOptions = ImageOptions()) -> tuple[bytes, str]:
-    """Returns (encoded bytes, "jpeg" | "png") ready to store, or raises ImageError with the reason."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise ImageError("file not found") from None
-    except OSError as error:
-        raise ImageError(f"cannot read file: {error.strerror or error}") from None
-    return normalize_image_bytes(data, options)
-
-
 def normalize_image_bytes(data: bytes, options: ImageOptions = ImageOptions()) -> tuple[bytes, str]:
+    """Returns (bytes to store, "jpeg" | "png"), or raises ImageError with the reason."""
     if not data:
         raise ImageError("empty file (0 bytes)")
     try:
@@ -153,15 +142,27 @@ def file_signature(path: str) -> tuple[int, int]:
     return (stat.st_size, stat.st_mtime_ns)
 
 
-def load_images(paths: list[str], options: ImageOptions) -> list[tuple[bytes, str] | str]:
+def load_images(paths: list[str], options: ImageOptions) -> list[tuple[bytes | None, str] | str]:
     """Worker entry point: each path -> (bytes, format), or the reason it was rejected.
 
-    Never raises for one bad image: a single broken file must not take down a chunk of good ones.
+    Bytes come back as None when the file is stored untouched (a plain JPEG): the parent then reads
+    the file itself, which costs far less than pickling every image through a pipe. Never raises
+    for one bad image: a single broken file must not take down a chunk of good ones.
     """
-    results: list[tuple[bytes, str] | str] = []
+    results: list[tuple[bytes | None, str] | str] = []
     for path in paths:
         try:
-            results.append(load_image(path, options))
+            with open(path, "rb") as handle:
+                original = handle.read()
+        except FileNotFoundError:
+            results.append("file not found")
+            continue
+        except OSError as error:
+            results.append(f"cannot read file: {error.strerror or error}")
+            continue
+        try:
+            encoded, image_format = normalize_image_bytes(original, options)
+            results.append((None if encoded is original else encoded, image_format))
         except ImageError as error:
             results.append(str(error))
         except Exception as error:  # a Pillow bug on one odd file is still a per-row rejection

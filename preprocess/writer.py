@@ -38,7 +38,7 @@ MANIFEST = "manifest.json"
 REJECTS = "rejects.csv"
 SHARD_DIR = "tfrecords"
 _PROGRESS = "_progress.json"
-_CHUNK = 16
+_CHUNK = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,6 +266,9 @@ def _write_shard(shard: _Shard, shard_dir: str, results: Iterator, progress: Pro
                     rejected.append(dataclasses.asdict(Rejected(item.source, item.key, outcome)))
                     continue
                 image_bytes, image_format = outcome
+                if image_bytes is None:  # stored as it is on disk (see images.load_images)
+                    with open(item.path, "rb") as handle:
+                        image_bytes = handle.read()
                 writer.write(schema.serialize(schema.Record(
                     image=image_bytes, image_format=image_format, key=item.key,
                     index=item.index, labels=item.labels, text=item.text)))

@@ -1,6 +1,6 @@
 """Sharding throughput and memory: the preprocessing job against a plain single-process loop.
 
-    python benchmarks/preprocess_throughput.py [--images=5000 --big=50000 --workdir=/tmp/bench_preprocess]
+    python -m benchmarks.preprocess_throughput [--images=5000 --big=50000 --workdir=/tmp/bench_preprocess]
 
 1. Images/s of `python -m preprocess.spam` (all cores) against a loop of Pillow validation + one
    tf.io.TFRecordWriter, on the same generated 256x256 JPEGs, both as subprocesses in one run.
@@ -159,7 +159,7 @@ def main() -> None:
           f"(speedup {results['speedup']}x) |")
     for size, rss in results["peak_rss_mib"].items():
         print(f"| peak RSS at {size} images | parent {rss['parent']} MiB, workers {rss['workers']} MiB |")
-    print(f"command: python benchmarks/preprocess_throughput.py --images={args.images} --big={args.big}")
+    print(f"command: python -m benchmarks.preprocess_throughput --images={args.images} --big={args.big}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Training images/s: the pipeline's TFRecord input against keras.utils.image_dataset_from_directory.
 
-    python benchmarks/spam_training.py --raw_dir=demo_data/spam --data_dir=demo_data/spam_shards
+    python -m benchmarks.spam_training --raw_dir=demo_data/spam --data_dir=demo_data/spam_shards
 
 Same model (the demo's `small` CNN), same images (the train split of the shards, linked into the
 class-per-folder layout image_dataset_from_directory needs), same batch size and augmentation, one

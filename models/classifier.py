@@ -53,14 +53,18 @@ def unfreeze_backbone(model: keras.Model, top_blocks: int | None = None) -> int:
     learned on far more data than fine-tuning batches show, and the small batches of a large-image
     fine-tune would make them noisy. Recompile the model after calling this."""
     backbone = backbone_of(model)
-    backbone.trainable = True  # sets every layer inside, undoing an earlier partial unfreeze
+    prefixes = ()
     if top_blocks:
         blocks = _blocks(model)
         if not 0 < top_blocks <= len(blocks):
             raise ValueError(f"top_blocks={top_blocks}: {backbones.backbone_name(backbone)} has "
                              f"{len(blocks)} blocks")
         prefixes = tuple(prefix for block in blocks[-top_blocks:] for prefix in block)
-        for layer in backbone.layers:
-            layer.trainable = (layer.name.startswith(prefixes)
-                               and not isinstance(layer, keras.layers.BatchNormalization))
+    backbone.trainable = True
+    # Then every layer explicitly: on TensorFlow, setting `trainable` to the value it already has
+    # is skipped (the setter that would pass it on to the layers inside never runs), so after a
+    # partial unfreeze `backbone.trainable = True` alone would leave the lower blocks frozen.
+    for layer in backbone.layers:
+        layer.trainable = not prefixes or (layer.name.startswith(prefixes) and
+                                           not isinstance(layer, keras.layers.BatchNormalization))
     return len(model.trainable_weights)

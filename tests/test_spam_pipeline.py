@@ -97,6 +97,19 @@ def test_exported_saved_model_serves_encoded_bytes(smoke_run, demo_root):
     assert keras.saving.load_model(str(workdir / "export" / "model.keras")).output_shape == (None, 4)
 
 
+def test_predict_mode_reuses_the_best_checkpoint_and_keeps_earlier_metrics(smoke_run, demo_root,
+                                                                           demo_shards):
+    workdir, _ = smoke_run
+    (workdir / "submission.csv").unlink()
+    result = _run([f"--flagfile={workdir / 'flags.txt'}", "--mode=predict"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "phase head" not in result.stdout  # no training
+    assert len((workdir / "submission.csv").read_text().splitlines()) == \
+        len(readers.spam_test_files(str(demo_root))) + 1
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert "validation" in metrics and "test" in metrics
+
+
 def test_mirrored_over_two_cpus_with_mixed_float16(demo_root, demo_shards, tmp_path):
     result = _run([*SMOKE, f"--raw_dir={demo_root}", f"--data_dir={demo_shards}", f"--workdir={tmp_path}",
                    "--strategy=mirrored", "--precision=mixed_float16", "--mode=train"],

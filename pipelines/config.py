@@ -9,6 +9,8 @@ STRATEGIES = ("auto", "mirrored", "one_device", "multi_worker")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 MODES = ("all", "train", "evaluate", "predict")
 CLASS_BALANCE = ("none", "class_weights")
+PSEUDO_BALANCE = ("prior", "none")
+PSEUDO_LABELS = ("hard", "soft")
 
 
 class ConfigError(ValueError):
@@ -72,10 +74,20 @@ class Config:
     workers: int = 0
     # prediction
     fallback_class: int = 0  # for test files that cannot be decoded
+    # semi-supervised rounds (pipelines/pseudo_label.py)
+    pseudo_label_rounds: int = 0
+    pseudo_threshold: float = 0.9
+    pseudo_class_thresholds: tuple[float, ...] = ()  # one per class; overrides pseudo_threshold
+    pseudo_balance: str = "prior"
+    pseudo_labels: str = "hard"
+    pseudo_max_duplication: float = 4.0
+    student_randaugment: bool = True
+    student_dropout: float | None = None  # None: the same as dropout
 
     def validate(self) -> "Config":
         choices = {"strategy": STRATEGIES, "precision": PRECISIONS, "mode": MODES,
-                   "class_balance": CLASS_BALANCE}
+                   "class_balance": CLASS_BALANCE, "pseudo_balance": PSEUDO_BALANCE,
+                   "pseudo_labels": PSEUDO_LABELS}
         for field, allowed in choices.items():
             if getattr(self, field) not in allowed:
                 raise ConfigError(f"--{field} must be one of {', '.join(allowed)}, got {getattr(self, field)!r}")
@@ -85,6 +97,12 @@ class Config:
             raise ConfigError(f"--batch_size must be >= 1, got {self.batch_size}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.pseudo_label_rounds < 0 or not 0 < self.pseudo_threshold <= 1:
+            raise ConfigError("--pseudo_label_rounds must be >= 0 and --pseudo_threshold in (0, 1]")
+        if any(not 0 < value <= 1 for value in self.pseudo_class_thresholds):
+            raise ConfigError(f"--pseudo_class_thresholds must be in (0, 1], got {self.pseudo_class_thresholds}")
+        if self.pseudo_max_duplication < 1:
+            raise ConfigError(f"--pseudo_max_duplication must be >= 1, got {self.pseudo_max_duplication}")
         self.head.validate("head phase")
         self.full.validate("full phase")
         return self

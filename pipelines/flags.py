@@ -54,6 +54,20 @@ flags.DEFINE_integer("max_side", None, "Preprocessing: shrink larger images once
 flags.DEFINE_integer("workers", _DEFAULTS.workers, "Preprocessing: decoding processes (0 = per core).")
 flags.DEFINE_integer("fallback_class", _DEFAULTS.fallback_class,
                      "Class written for test files that cannot be decoded.")
+flags.DEFINE_integer("pseudo_label_rounds", _DEFAULTS.pseudo_label_rounds,
+                     "Teacher -> noisy student rounds on the unlabeled split (0 = off).")
+flags.DEFINE_float("pseudo_threshold", _DEFAULTS.pseudo_threshold,
+                   "Keep a pseudo-label when the teacher's top probability reaches this.")
+flags.DEFINE_list("pseudo_class_thresholds", [], "One threshold per class (overrides --pseudo_threshold).")
+flags.DEFINE_enum("pseudo_balance", _DEFAULTS.pseudo_balance, ["prior", "none"],
+                  "prior: share pseudo-labels among classes as in the labeled data (cap / duplicate).")
+flags.DEFINE_enum("pseudo_labels", _DEFAULTS.pseudo_labels, ["hard", "soft"],
+                  "Student targets: the teacher's class (hard) or its distribution (soft).")
+flags.DEFINE_float("pseudo_max_duplication", _DEFAULTS.pseudo_max_duplication,
+                   "Balancing repeats an example of a scarce class at most this many times.")
+flags.DEFINE_bool("student_randaugment", _DEFAULTS.student_randaugment,
+                  "Noise for students: RandAugment on top of the usual augmentation.")
+flags.DEFINE_float("student_dropout", None, "Students' dropout (default: --dropout).")
 FLAGS = flags.FLAGS
 
 # Flags that describe a run; written to <workdir>/flags.txt (absl's own flags are left out).
@@ -117,7 +131,18 @@ def config_from_flags(task: str) -> Config:
         strategy=FLAGS.strategy, precision=FLAGS.precision, seed=FLAGS.seed,
         num_shards=FLAGS.num_shards, val_fraction=FLAGS.val_fraction, max_side=FLAGS.max_side,
         workers=FLAGS.workers, fallback_class=FLAGS.fallback_class,
+        pseudo_label_rounds=FLAGS.pseudo_label_rounds, pseudo_threshold=FLAGS.pseudo_threshold,
+        pseudo_class_thresholds=_floats("pseudo_class_thresholds"), pseudo_balance=FLAGS.pseudo_balance,
+        pseudo_labels=FLAGS.pseudo_labels, pseudo_max_duplication=FLAGS.pseudo_max_duplication,
+        student_randaugment=FLAGS.student_randaugment, student_dropout=FLAGS.student_dropout,
     ).validate()
+
+
+def _floats(name: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(value) for value in FLAGS[name].value)
+    except ValueError:
+        raise ConfigError(f"--{name} must be comma-separated numbers, got {FLAGS[name].value}") from None
 
 
 def effective_flags() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from typing import Callable
 
@@ -17,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import backbones, classifier
-from pipelines import distribute, evaluation, export, inputs, training
+from pipelines import distribute, evaluation, export, inputs, pseudo_label, training
 from pipelines.config import Config, ConfigError
 from preprocess import jobs, writer
 from preprocess.progress import Progress
@@ -57,18 +58,21 @@ def run(config: Config, task: TaskSpec, flagfile_text: str = "") -> dict:
     with strategy.scope():
         model = classifier.build_image_classifier(config.backbone, len(class_names), config.image_size,
                                                   dropout=config.dropout, weights=weights)
-    best_weights = os.path.join(config.workdir, "checkpoints", "best.weights.h5")
     metrics_path = os.path.join(config.workdir, "metrics.json")
     results = _read_json(metrics_path) if config.mode != "all" else {}
     results.update({"task": task.name, "precision": precision,
                     "replicas": strategy.num_replicas_in_sync})
 
     if config.mode in ("all", "train"):
-        data = _training_data(config, manifest, class_names)
+        data = training_data(config, manifest, class_names)
         results["best_checkpoint"] = training.train(config, model, data, task.objective, strategy)
-    if not os.path.exists(best_weights):
-        raise FileNotFoundError(f"{best_weights} not found: train first (--mode=train or all)")
-    model.load_weights(best_weights)
+        if config.pseudo_label_rounds:
+            results["pseudo_label_rounds"] = pseudo_label_rounds(config, manifest, task, strategy,
+                                                                 results["best_checkpoint"])
+    final_weights = final_weights_path(config.workdir)
+    if not os.path.exists(final_weights):
+        raise FileNotFoundError(f"{final_weights} not found: train first (--mode=train or all)")
+    model.load_weights(final_weights)
 
     if config.mode in ("all", "train", "evaluate"):
         results["validation"] = evaluate(config, model, manifest, task)
@@ -97,12 +101,22 @@ def prepare_data(config: Config) -> dict:
     return writer.read_manifest(config.data_dir)
 
 
-def _training_data(config: Config, manifest: dict, class_names) -> training.TrainingData:
-    train_paths = writer.shard_paths(config.data_dir, "train", manifest)
+def final_weights_path(workdir: str) -> str:
+    """The weights evaluation, prediction and export use: the best pseudo-label round's when rounds
+    ran, else the best checkpoint of supervised training."""
+    chosen = os.path.join(workdir, "checkpoints", "final.weights.h5")
+    return chosen if os.path.exists(chosen) else os.path.join(workdir, "checkpoints", "best.weights.h5")
+
+
+def training_data(config: Config, manifest: dict, class_names, extra_train_paths=(),
+                  strong_augmentation: bool = False) -> training.TrainingData:
+    """The train (plus any pseudo-label shards) and validation inputs of one training run."""
+    train_paths = writer.shard_paths(config.data_dir, "train", manifest) + list(extra_train_paths)
     val_paths = writer.shard_paths(config.data_dir, "val", manifest)
     if not val_paths:
         raise ConfigError(f"{config.data_dir} has no validation split: preprocess with --val_fraction > 0")
-    augmenter = inputs.make_augmenter(config.flip, config.zoom, config.shift, config.seed)
+    augmenter = inputs.make_augmenter(config.flip, config.zoom, config.shift, config.seed,
+                                      randaugment=strong_augmentation)
     train = inputs.train_dataset(train_paths, config.image_size, config.batch_size, len(class_names),
                                  augmenter, config.seed, config.cache, config.steps_per_epoch)
     _, val_labels = inputs.keys_and_labels(val_paths)
@@ -116,6 +130,85 @@ def _training_data(config: Config, manifest: dict, class_names) -> training.Trai
         train=train, val=inputs.predict_dataset(val_paths, config.image_size, config.batch_size),
         val_labels=val_labels, class_names=class_names, class_weight=weights,
         sample_images=sample_images)
+
+
+def pseudo_label_rounds(config: Config, manifest: dict, task: TaskSpec, strategy, teacher_state: dict) -> list[dict]:
+    """Teacher -> pseudo-label shards -> noisy student, `config.pseudo_label_rounds` times; each
+    round lives in <workdir>/pseudo/round_N/ and resumes there. Writes final.weights.h5: the round
+    with the best validation objective (round 0 is the supervised teacher)."""
+    unlabeled_paths = writer.shard_paths(config.data_dir, "unlabeled", manifest)
+    if not unlabeled_paths:
+        raise ConfigError(f"--pseudo_label_rounds needs an unlabeled split; {config.data_dir} has none")
+    class_names = tuple(manifest["class_names"])
+    metric = task.objective.name
+    thresholds = np.array(config.pseudo_class_thresholds or [config.pseudo_threshold])
+    if len(thresholds) not in (1, len(class_names)):
+        raise ConfigError(f"--pseudo_class_thresholds needs {len(class_names)} values, got {len(thresholds)}")
+    log_dir = os.path.join(config.workdir, "tensorboard", "pseudo_labels")
+    teacher_weights = os.path.join(config.workdir, "checkpoints", "best.weights.h5")
+    rounds = [{"round": 0, "val": teacher_state["value"], "weights": teacher_weights}]
+    for round_index in range(1, config.pseudo_label_rounds + 1):
+        round_dir = os.path.join(config.workdir, "pseudo", f"round_{round_index}")
+        pseudo_dir = os.path.join(round_dir, "pseudo_labels")
+        pseudo_manifest_path = os.path.join(pseudo_dir, "manifest.json")
+        if os.path.exists(pseudo_manifest_path):
+            with open(pseudo_manifest_path) as handle:
+                pseudo_manifest = json.load(handle)
+        else:
+            pseudo_manifest = _write_round_labels(config, manifest, strategy, teacher_weights,
+                                                  unlabeled_paths, thresholds, round_index, pseudo_dir,
+                                                  log_dir)
+        student_config = dataclasses.replace(config, workdir=round_dir,
+                                             dropout=config.student_dropout or config.dropout)
+        with strategy.scope():
+            student = classifier.build_image_classifier(
+                config.backbone, len(class_names), config.image_size, dropout=student_config.dropout,
+                weights=backbones.resolve_weights(config.backbone, config.weights))
+        pseudo_paths = [os.path.join(pseudo_dir, name) for name in pseudo_manifest["shards"]]
+        data = training_data(student_config, manifest, class_names, pseudo_paths,
+                             strong_augmentation=config.student_randaugment)
+        print(f"round {round_index}: student on {manifest['splits']['train']['records']} labeled + "
+              f"{pseudo_manifest['records']} pseudo-labeled images")
+        state = training.train(student_config, student, data, task.objective, strategy)
+        teacher_weights = os.path.join(round_dir, "checkpoints", "best.weights.h5")
+        rounds.append({"round": round_index, "val": state["value"], "weights": teacher_weights,
+                       "accepted": pseudo_manifest["accepted"], "written": pseudo_manifest["records"],
+                       "per_class": pseudo_manifest["per_class"]})
+        with tf.summary.create_file_writer(log_dir).as_default():
+            tf.summary.scalar(f"teacher_val_{metric}", rounds[-2]["val"], step=round_index)
+            tf.summary.scalar(f"student_val_{metric}", state["value"], step=round_index)
+    best = max(rounds, key=lambda entry: entry["val"])
+    shutil.copyfile(best["weights"], os.path.join(config.workdir, "checkpoints", "final.weights.h5"))
+    print(pseudo_label.format_rounds(rounds, metric))
+    print(f"final model: round {best['round']} (val {metric} {best['val']:.4f})")
+    return rounds
+
+
+def _write_round_labels(config, manifest, strategy, teacher_weights, unlabeled_paths, thresholds,
+                        round_index, pseudo_dir, log_dir) -> dict:
+    class_names = tuple(manifest["class_names"])
+    with strategy.scope():
+        teacher = classifier.build_image_classifier(config.backbone, len(class_names), config.image_size,
+                                                    dropout=config.dropout)
+    teacher.load_weights(teacher_weights)
+    probabilities = predict(teacher, unlabeled_paths, config, f"round {round_index}: teacher").probabilities
+    selection = pseudo_label.select(probabilities, pseudo_label.labeled_prior(manifest), thresholds,
+                                    balance=config.pseudo_balance == "prior",
+                                    soft=config.pseudo_labels == "soft",
+                                    max_duplication=config.pseudo_max_duplication)
+    per_class = {name: {"predicted": int(selection.predicted[index]),
+                        "confident": int(selection.confident[index]),
+                        "acceptance_rate": round(float(selection.acceptance_rate[index]), 4),
+                        "written": int(selection.written[index])}
+                 for index, name in enumerate(class_names)}
+    info = {"round": round_index, "teacher_weights": teacher_weights, "thresholds": thresholds.tolist(),
+            "balance": config.pseudo_balance, "labels": config.pseudo_labels,
+            "unlabeled": len(probabilities), "accepted": int(selection.confident.sum()), "per_class": per_class}
+    pseudo_label.log_selection(log_dir, round_index, selection, probabilities.max(axis=1), class_names)
+    print(f"round {round_index}: teacher accepted {info['accepted']} of {len(probabilities)} unlabeled "
+          "images; per class " + ", ".join(f"{name} {entry['confident']}->{entry['written']}"
+                                           for name, entry in per_class.items()))
+    return pseudo_label.write_pseudo_shards(unlabeled_paths, selection, pseudo_dir, config.num_shards, info)
 
 
 def evaluate(config: Config, model: keras.Model, manifest: dict, task: TaskSpec) -> dict:

@@ -17,16 +17,22 @@ from preprocess import schema
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def _records(paths: list[str], shuffle_seed: int | None = None) -> tf.data.Dataset:
-    """Parsed records from several shards read in parallel (in file order unless shuffled)."""
+def serialized_records(paths: list[str], shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """Serialized records from several shards read in parallel. Unshuffled, the order is fixed and
+    shared by every input function here (predictions line up with keys_and_labels and with
+    anything else that streams the same shards through this function)."""
     if not paths:
         raise ValueError("no shards to read: the split is empty")
     files = tf.data.Dataset.from_tensor_slices(paths)
     if shuffle_seed is not None:
         files = files.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
-    records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(paths), 8),
-                               num_parallel_calls=AUTOTUNE, deterministic=shuffle_seed is None)
-    return records.map(schema.parse, num_parallel_calls=AUTOTUNE, deterministic=shuffle_seed is None)
+    return files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(paths), 8),
+                            num_parallel_calls=AUTOTUNE, deterministic=shuffle_seed is None)
+
+
+def _records(paths: list[str], shuffle_seed: int | None = None) -> tf.data.Dataset:
+    return serialized_records(paths, shuffle_seed).map(schema.parse, num_parallel_calls=AUTOTUNE,
+                                                       deterministic=shuffle_seed is None)
 
 
 def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -46,8 +52,10 @@ def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     return image
 
 
-def make_augmenter(flip: bool, zoom: float, shift: float, seed: int) -> keras.Sequential | None:
-    """The train-only augmentation (flip, zoom, shift) as Keras layers applied to uint8/float batches."""
+def make_augmenter(flip: bool, zoom: float, shift: float, seed: int,
+                   randaugment: bool = False) -> keras.Sequential | None:
+    """The train-only augmentation (flip, zoom, shift) as Keras layers applied to float batches;
+    `randaugment` adds the strong noise that pseudo-label students learn under."""
     layers = []
     if flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
@@ -55,15 +63,20 @@ def make_augmenter(flip: bool, zoom: float, shift: float, seed: int) -> keras.Se
         layers.append(keras.layers.RandomZoom((-zoom, zoom), fill_mode="reflect", seed=seed + 1))
     if shift:
         layers.append(keras.layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=seed + 2))
+    if randaugment:
+        layers.append(keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5, seed=seed + 3))
     return keras.Sequential(layers, name="augment") if layers else None
 
 
 def train_dataset(paths: list[str], image_size: int, batch_size: int, num_classes: int,
                   augmenter=None, seed: int = 0, cache: bool = False, steps: int | None = None) -> tf.data.Dataset:
-    """(float32 images in [0, 255], one-hot labels) batches, shuffled and augmented."""
+    """(float32 images in [0, 255], target distributions) batches, shuffled and augmented.
+
+    The target is the one-hot main label, or a teacher's soft labels where a pseudo-label shard
+    has them, so labeled and pseudo-labeled shards mix in one dataset."""
     dataset = _records(paths, shuffle_seed=seed)
     dataset = dataset.map(lambda features: (decode_and_resize(features["image_bytes"], image_size),
-                                            tf.one_hot(features["label"], num_classes)),
+                                            _target(features, num_classes)),
                           num_parallel_calls=AUTOTUNE)
     if cache:
         dataset = dataset.cache()
@@ -78,6 +91,12 @@ def train_dataset(paths: list[str], image_size: int, batch_size: int, num_classe
         dataset = dataset.map(lambda images, labels: (augmenter(images, training=True), labels),
                               num_parallel_calls=AUTOTUNE)
     return dataset.prefetch(AUTOTUNE)
+
+
+def _target(features: dict, num_classes: int) -> tf.Tensor:
+    soft = features["soft_labels"]
+    return tf.cond(tf.size(soft) == num_classes, lambda: tf.ensure_shape(soft, [num_classes]),
+                   lambda: tf.one_hot(features["label"], num_classes))
 
 
 def eval_dataset(paths: list[str], image_size: int, batch_size: int, num_classes: int,

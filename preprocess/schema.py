@@ -20,6 +20,7 @@ IMAGE_FORMAT = "image/format"
 KEY = "key"
 INDEX = "index"
 LABELS = "labels"
+SOFT_LABELS = "labels/soft"  # a teacher's class distribution (pseudo-labels); empty otherwise
 TEXT = "text"
 
 SPLITS = ("train", "val", "test", "unlabeled")
@@ -35,6 +36,7 @@ class Record:
     index: int
     labels: tuple[int, ...] = ()
     text: str = ""
+    soft_labels: tuple[float, ...] = ()
 
 
 def _bytes_feature(value: bytes) -> tf.train.Feature:
@@ -55,6 +57,8 @@ def serialize(record: Record) -> bytes:
         LABELS: _int64_feature(record.labels),
         TEXT: _bytes_feature(record.text.encode()),
     }
+    if record.soft_labels:
+        features[SOFT_LABELS] = tf.train.Feature(float_list=tf.train.FloatList(value=record.soft_labels))
     example = tf.train.Example(features=tf.train.Features(feature=features))
     return example.SerializeToString(deterministic=True)
 
@@ -66,6 +70,7 @@ _FEATURE_SPEC = {
     INDEX: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
     LABELS: tf.io.VarLenFeature(tf.int64),
     TEXT: tf.io.FixedLenFeature([], tf.string, default_value=b""),
+    SOFT_LABELS: tf.io.VarLenFeature(tf.float32),
 }
 
 
@@ -73,7 +78,8 @@ def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     """Parses one serialized example (graph-safe, for tf.data.Dataset.map).
 
     Returns the raw features: `labels` is a dense int64 vector (empty when unlabeled) and `label`
-    the main label (the first one) or -1, so single-label tasks need no further work.
+    the main label (the first one) or -1, so single-label tasks need no further work;
+    `soft_labels` is a float vector, empty unless a teacher wrote soft pseudo-labels.
     """
     parsed = tf.io.parse_single_example(serialized, _FEATURE_SPEC)
     labels = tf.sparse.to_dense(parsed[LABELS])
@@ -85,6 +91,7 @@ def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         "labels": labels,
         "label": main_label,
         "text": parsed[TEXT],
+        "soft_labels": tf.sparse.to_dense(parsed[SOFT_LABELS]),
     }
 
 
@@ -99,6 +106,7 @@ def parse_record(serialized: bytes) -> Record:
         index=feature[INDEX].int64_list.value[0],
         labels=tuple(feature[LABELS].int64_list.value),
         text=feature[TEXT].bytes_list.value[0].decode(),
+        soft_labels=tuple(feature[SOFT_LABELS].float_list.value) if SOFT_LABELS in feature else (),
     )
 
 

@@ -51,11 +51,9 @@ class _Rows:
         if os.path.isabs(relative) or normalized == ".." or normalized.startswith(".." + os.sep):
             self.reject(source, relative, "path escapes the raw data directory")
             return None
+        # Lexical only: a data folder symlinked to another disk is a normal layout; what must not
+        # happen is a row naming a file outside the layout.
         path = os.path.join(base, normalized)
-        real_root = os.path.realpath(self.root)
-        if os.path.commonpath([os.path.realpath(path), real_root]) != real_root:
-            self.reject(source, relative, "path escapes the raw data directory (symbolic link)")
-            return None
         if not os.path.isfile(path):
             self.reject(source, relative, "file not found")
             return None

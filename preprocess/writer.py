@@ -193,6 +193,10 @@ def write_shards(
     per_split = ", ".join(f"{name} {split['records']}" for name, split in manifest["splits"].items())
     log(f"{inventory.task}: {inventory.input_rows} input rows = {written} written ({per_split}) + "
         f"{len(rejected)} rejected (see {os.path.join(data_dir, REJECTS)})")
+    if rejected and not written:
+        common = collections.Counter(entry.reason for entry in rejected).most_common(3)
+        log(f"{inventory.task}: warning: no row was written; most common reasons: "
+            + "; ".join(f"{reason} ({count}x)" for reason, count in common))
     return manifest
 
 

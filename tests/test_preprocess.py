@@ -341,3 +341,22 @@ def test_cli_reports_layout_errors_without_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "error:" in result.stderr and "Traceback" not in result.stderr
     assert "train_label: file not found" in result.stderr
+
+
+def test_symlinked_data_folder_is_followed(messy, tmp_path):
+    root, _, manifest, _ = messy
+    linked = tmp_path / "linked"
+    (linked / "train").mkdir(parents=True)
+    (linked / "train" / "train_data").symlink_to(root / "train" / "train_data")
+    (linked / "train" / "train_label").write_text((root / "train" / "train_label").read_text())
+    inventory = readers.read_spam(str(linked))
+    assert len(inventory.labeled) == len(readers.read_spam(str(root)).labeled) > 0
+
+
+def test_a_run_that_writes_nothing_says_why(tmp_path):
+    (tmp_path / "train" / "train_data").mkdir(parents=True)
+    (tmp_path / "train" / "train_label").write_text("filename,annotation\na.jpg,0\nb.jpg,1\n")
+    logs = []
+    manifest = jobs.build("spam", str(tmp_path), str(tmp_path / "data"), OPTIONS, log=logs.append)
+    assert manifest["splits"] == {} and manifest["rejected_rows"] == 2
+    assert "no row was written; most common reasons: file not found (2x)" in logs[-1]

@@ -83,6 +83,17 @@ class Config:
     pseudo_max_duplication: float = 4.0
     student_randaugment: bool = True
     student_dropout: float | None = None  # None: the same as dropout
+    student_epochs: int | None = None  # full-phase epochs of students; None: full.epochs
+    student_steps_per_epoch: int | None = None  # None: steps_per_epoch
+
+    def student(self, workdir: str) -> "Config":
+        """The config a pseudo-label student trains with: its own workdir, noise and schedule."""
+        full = self.full if self.student_epochs is None else dataclasses.replace(
+            self.full, epochs=self.student_epochs)
+        return dataclasses.replace(
+            self, workdir=workdir, full=full,
+            dropout=self.dropout if self.student_dropout is None else self.student_dropout,
+            steps_per_epoch=self.student_steps_per_epoch or self.steps_per_epoch)
 
     def validate(self) -> "Config":
         choices = {"strategy": STRATEGIES, "precision": PRECISIONS, "mode": MODES,

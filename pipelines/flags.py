@@ -68,6 +68,9 @@ flags.DEFINE_float("pseudo_max_duplication", _DEFAULTS.pseudo_max_duplication,
 flags.DEFINE_bool("student_randaugment", _DEFAULTS.student_randaugment,
                   "Noise for students: RandAugment on top of the usual augmentation.")
 flags.DEFINE_float("student_dropout", None, "Students' dropout (default: --dropout).")
+flags.DEFINE_integer("student_epochs", None, "Students' full-phase epochs (default: --full_epochs).")
+flags.DEFINE_integer("student_steps_per_epoch", None,
+                     "Cap on a student's steps per epoch (default: --steps_per_epoch).")
 FLAGS = flags.FLAGS
 
 # Flags that describe a run; written to <workdir>/flags.txt (absl's own flags are left out).
@@ -135,6 +138,7 @@ def config_from_flags(task: str) -> Config:
         pseudo_class_thresholds=_floats("pseudo_class_thresholds"), pseudo_balance=FLAGS.pseudo_balance,
         pseudo_labels=FLAGS.pseudo_labels, pseudo_max_duplication=FLAGS.pseudo_max_duplication,
         student_randaugment=FLAGS.student_randaugment, student_dropout=FLAGS.student_dropout,
+        student_epochs=FLAGS.student_epochs, student_steps_per_epoch=FLAGS.student_steps_per_epoch,
     ).validate()
 
 

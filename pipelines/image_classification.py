@@ -158,8 +158,7 @@ def pseudo_label_rounds(config: Config, manifest: dict, task: TaskSpec, strategy
             pseudo_manifest = _write_round_labels(config, manifest, strategy, teacher_weights,
                                                   unlabeled_paths, thresholds, round_index, pseudo_dir,
                                                   log_dir)
-        student_config = dataclasses.replace(config, workdir=round_dir,
-                                             dropout=config.student_dropout or config.dropout)
+        student_config = config.student(round_dir)
         with strategy.scope():
             student = classifier.build_image_classifier(
                 config.backbone, len(class_names), config.image_size, dropout=student_config.dropout,

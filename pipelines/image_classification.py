@@ -69,6 +69,8 @@ def run(config: Config, task: TaskSpec, flagfile_text: str = "") -> dict:
         if config.pseudo_label_rounds:
             results["pseudo_label_rounds"] = pseudo_label_rounds(config, manifest, task, strategy,
                                                                  results["best_checkpoint"])
+        elif os.path.exists(os.path.join(config.workdir, "checkpoints", "final.weights.h5")):
+            os.remove(os.path.join(config.workdir, "checkpoints", "final.weights.h5"))  # stale round
     final_weights = final_weights_path(config.workdir)
     if not os.path.exists(final_weights):
         raise FileNotFoundError(f"{final_weights} not found: train first (--mode=train or all)")
@@ -79,7 +81,10 @@ def run(config: Config, task: TaskSpec, flagfile_text: str = "") -> dict:
         print(evaluation.format_report(results["validation"], class_names))
     if config.mode in ("all", "predict"):
         test_paths = writer.shard_paths(config.data_dir, "test", manifest)
-        predictions = predict(model, test_paths, config) if test_paths else Predictions([], np.zeros((0, len(class_names))))
+        if test_paths:
+            predictions = predict(model, test_paths, config)
+        else:
+            predictions = Predictions([], np.zeros((0, len(class_names)), np.float32))
         results["test"] = task.write_submission(config, manifest, predictions)
     if config.mode in ("all", "train"):
         results["export"] = export.export_model(model, config.workdir, config.image_size)

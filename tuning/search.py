@@ -1,0 +1,74 @@
+"""Hyperparameter search over a pipeline's two-phase training:
+
+    python -m tuning.search --pipeline=spam --flagfile=demo.flags --raw_dir=RAW --data_dir=DATA \\
+        --tuner=random|bayesian|hyperband --max_trials=N --directory=DIR
+
+Every pipeline flag works (a bare --flagfile name is looked up in experiments/<pipeline>/): they
+make the base run, whose values are the defaults of the search space and its first trial. Outputs
+go to DIR/<project> (project: --project_name, default <pipeline>_<tuner>): trial_<id>/ (each
+trial's pipeline workdir, beside keras-tuner's trial.json), tensorboard/<id>/ (HParams), best.flags
+(the best trial as a flagfile; its --workdir is this command's --workdir, default
+DIR/<project>/best). Rerun the same command to resume an interrupted search, or with a larger
+--max_trials to extend a finished one.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from pipelines import flags as pipeline_flags
+from pipelines.config import ConfigError
+
+PIPELINES = ("spam",)
+
+flags.DEFINE_enum("pipeline", None, PIPELINES, "The pipeline whose training is tuned.")
+flags.DEFINE_enum("tuner", "random", ["random", "bayesian", "hyperband"],
+                  "hyperband: the full phase's epochs are its budget, up to --full_epochs.")
+flags.DEFINE_integer("max_trials", 10, "Trials in all, earlier runs of the search included.")
+flags.DEFINE_string("directory", None, "Where searches keep their projects.")
+flags.DEFINE_string("project_name", None, "Project folder in --directory (default <pipeline>_<tuner>).")
+flags.DEFINE_integer("num_initial_points", None,
+                     "bayesian: random trials before the Gaussian process (default 3 per hyperparameter).")
+flags.mark_flags_as_required(["pipeline", "directory"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.max_trials < 1:
+        raise app.UsageError(f"--max_trials must be >= 1, got {FLAGS.max_trials}")
+    logging.set_verbosity(logging.WARNING)
+    # TensorFlow is imported here, not at the top: preprocessing workers re-import this module.
+    from models.backbones import WeightsUnavailableError
+    from pipelines import tasks
+    from preprocess.readers import LayoutError
+    from tuning import hypermodel
+
+    task = {"spam": tasks.SPAM}[FLAGS.pipeline]
+    project_name = FLAGS.project_name or f"{FLAGS.pipeline}_{FLAGS.tuner}"
+    if not FLAGS.workdir:  # the best trial's flagfile trains in it
+        FLAGS.workdir = os.path.join(FLAGS.directory, project_name, "best")
+    try:
+        config = pipeline_flags.config_from_flags(FLAGS.pipeline)
+        hypermodel.search(config, task, pipeline_flags.effective_flags(), FLAGS.tuner, FLAGS.max_trials,
+                          FLAGS.directory, project_name, num_initial_points=FLAGS.num_initial_points)
+    except (ConfigError, FileNotFoundError, LayoutError, WeightsUnavailableError,
+            hypermodel.SearchError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _pipeline(argv: list[str]) -> str:
+    """--pipeline, needed before absl parses the flags: it names the experiments/ folder."""
+    return next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--pipeline=")), "")
+
+
+if __name__ == "__main__":
+    try:
+        resolved = pipeline_flags.resolve_flagfiles(sys.argv, _pipeline(sys.argv))
+    except ConfigError as error:  # a --flagfile that is not there
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    app.run(main, argv=resolved)

@@ -8,8 +8,9 @@ This module imports no TensorFlow: entry points stay cheap to import (worker pro
 from __future__ import annotations
 
 import os
+import sys
 
-from absl import flags
+from absl import app, flags
 
 from pipelines.config import Config, ConfigError, Phase
 
@@ -95,6 +96,17 @@ def resolve_flagfiles(argv: list[str], task: str, _including_dir: str | None = N
         contents = [line for line in lines if line and not line.startswith("#")]
         expanded.extend(resolve_flagfiles(contents, task, os.path.dirname(path)))
     return expanded
+
+
+def run(main, task: str) -> None:
+    """absl's app.run with --flagfile arguments expanded first; a flagfile that is not there is
+    an error message and exit status 2, not a traceback."""
+    try:
+        argv = resolve_flagfiles(sys.argv, task)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    app.run(main, argv=argv)
 
 
 def _find_flagfile(name: str, task: str, including_dir: str | None) -> str:

@@ -29,4 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, argv=pipeline_flags.resolve_flagfiles(sys.argv, "spam"))
+    pipeline_flags.run(main, "spam")

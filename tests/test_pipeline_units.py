@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import glob
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -85,6 +87,15 @@ def test_bare_flagfile_name_nesting_and_override_order(tmp_path):
     assert config.batch_size != v1.batch_size or config.head.epochs != v1.head.epochs
     with pytest.raises(ConfigError, match="not_there.flags"):
         pipeline_flags.resolve_flagfiles(["--flagfile=not_there.flags"], "spam")
+
+
+@pytest.mark.parametrize("entry_point", [["pipelines.spam"], ["tuning.search", "--pipeline=spam"]])
+def test_missing_flagfile_is_a_message_not_a_traceback(entry_point):
+    result = subprocess.run([sys.executable, "-m", *entry_point, "--flagfile=not_there.flags"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "error: flagfile 'not_there.flags' not found" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_effective_flags_repeat_the_run_exactly(tmp_path):

@@ -66,9 +66,4 @@ def _pipeline(argv: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        resolved = pipeline_flags.resolve_flagfiles(sys.argv, _pipeline(sys.argv))
-    except ConfigError as error:  # a --flagfile that is not there
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    app.run(main, argv=resolved)
+    pipeline_flags.run(main, _pipeline(sys.argv))

@@ -19,18 +19,17 @@ from pipelines import evaluation
 
 
 class ValidationMetrics(keras.callbacks.Callback):
-    """Adds val_loss, val_accuracy, `val_<metric_name>` and the learning rate to the epoch logs from
-    one prediction pass over the validation split (fit gets no validation_data, so the split is read
-    once per epoch, not twice); logs a confusion matrix image and, once, a few training inputs."""
+    """Adds val_loss, val_accuracy, `val_<name>` for each of `metrics` ({name: fn(y_true, y_pred)})
+    and the learning rate to the epoch logs from one prediction pass over the validation split (fit
+    gets no validation_data, so the split is read once per epoch, not twice); logs a confusion
+    matrix image and, once, a few training inputs."""
 
-    def __init__(self, dataset, y_true, class_names, metric_fn, metric_name, log_dir,
-                 sample_images=None):
+    def __init__(self, dataset, y_true, class_names, metrics, log_dir, sample_images=None):
         super().__init__()
         self.dataset = dataset
         self.y_true = np.asarray(y_true)
         self.class_names = list(class_names)
-        self.metric_fn = metric_fn
-        self.metric_name = metric_name
+        self.metrics = dict(metrics)
         self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "validation_details"))
         self.sample_images = sample_images
 
@@ -45,20 +44,21 @@ class ValidationMetrics(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         probabilities = self.model.predict(self.dataset, verbose=0)
         y_pred = np.argmax(probabilities, axis=-1)
-        value = self.metric_fn(self.y_true, y_pred)
+        values = {name: fn(self.y_true, y_pred) for name, fn in self.metrics.items()}
         true_probability = probabilities[np.arange(len(self.y_true)), self.y_true]
         logs["val_loss"] = float(-np.mean(np.log(np.clip(true_probability, 1e-7, 1.0))))
         logs["val_accuracy"] = float(np.mean(y_pred == self.y_true))
-        logs[f"val_{self.metric_name}"] = value
+        logs.update({f"val_{name}": value for name, value in values.items()})
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         logs.setdefault("learning_rate", learning_rate)
         matrix = evaluation.confusion_matrix(self.y_true, y_pred, len(self.class_names))
         with self.writer.as_default():
-            tf.summary.scalar(f"epoch_{self.metric_name}", value, step=epoch)
+            for name, value in values.items():
+                tf.summary.scalar(f"epoch_{name}", value, step=epoch)
             tf.summary.scalar("epoch_learning_rate", learning_rate, step=epoch)
             tf.summary.image("confusion_matrix", confusion_image(matrix)[None], step=epoch)
         self.writer.flush()
-        print(f" - val_{self.metric_name}: {value:.4f}")
+        print("".join(f" - val_{name}: {value:.4f}" for name, value in values.items()))
 
 
 def confusion_image(matrix: np.ndarray, cell: int = 24) -> np.ndarray:

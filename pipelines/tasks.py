@@ -19,6 +19,10 @@ def _spam_objective(y_true, y_pred) -> float:
     return evaluation.geometric_mean_f1(y_true, y_pred, SPAM_SCORED, len(readers.SPAM_CLASSES))
 
 
+def _spam_plateau(y_true, y_pred) -> float:
+    return evaluation.mean_f1(y_true, y_pred, SPAM_SCORED, len(readers.SPAM_CLASSES))
+
+
 def write_spam_submission(config: Config, manifest: dict, predictions: Predictions) -> dict:
     """submission.csv with `filename,y_pred` for EVERY file of test/test_data (the scorer gives 0
     when the file set differs); files that could not be decoded get `config.fallback_class` and are
@@ -93,7 +97,7 @@ def _write_csv(path: str, header, rows) -> None:
 
 SPAM = TaskSpec(
     name="spam",
-    objective=training.Objective("gm_f1", _spam_objective),
+    objective=training.Objective("gm_f1", _spam_objective, plateau_name="mean_f1", plateau_fn=_spam_plateau),
     scored_classes=SPAM_SCORED,
     write_submission=write_spam_submission,
 )

@@ -37,10 +37,26 @@ class TrainingData:
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-    """The validation metric that picks checkpoints: name, y_true/y_pred -> float, higher is better."""
+    """The validation metric that picks checkpoints: name, y_true/y_pred -> float, higher is better.
+
+    `plateau_name`/`plateau_fn`, when given, is what the learning-rate schedule and early stopping
+    watch instead: a geometric mean stays at 0 while any one class is never predicted right, so
+    early in training it is flat while the model improves, and a plateau rule on it would cut the
+    learning rate and stop a run that is still learning (seen on the demo with 64 labels)."""
 
     name: str
     fn: Callable[[np.ndarray, np.ndarray], float]
+    plateau_name: str | None = None
+    plateau_fn: Callable[[np.ndarray, np.ndarray], float] | None = None
+
+    def metrics(self) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
+        """Every validation metric to log, the objective first."""
+        extra = {self.plateau_name: self.plateau_fn} if self.plateau_name else {}
+        return {self.name: self.fn, **extra}
+
+    @property
+    def plateau_monitor(self) -> str:
+        return f"val_{self.plateau_name or self.name}"
 
 
 def make_optimizer(phase: Phase) -> keras.optimizers.Optimizer:
@@ -103,13 +119,13 @@ def train(config: Config, model: keras.Model, data: TrainingData, objective: Obj
 
 def _phase_callbacks(config, name, data, objective, best) -> list[keras.callbacks.Callback]:
     log_dir = os.path.join(config.workdir, "tensorboard", name)
-    monitor = f"val_{objective.name}"
+    monitor = objective.plateau_monitor
     return [
         keras.callbacks.BackupAndRestore(os.path.join(config.workdir, "backup", name)),
         keras.callbacks.TerminateOnNaN(),
-        # Metrics first: the callbacks after it read val_<objective> from the same logs dict.
-        pipeline_callbacks.ValidationMetrics(data.val, data.val_labels, data.class_names, objective.fn,
-                                             objective.name, log_dir, data.sample_images),
+        # Metrics first: the callbacks after it read val_<metric> from the same logs dict.
+        pipeline_callbacks.ValidationMetrics(data.val, data.val_labels, data.class_names,
+                                             objective.metrics(), log_dir, data.sample_images),
         best,
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.2,
                                           patience=config.reduce_lr_patience, min_lr=1e-7),

@@ -13,10 +13,10 @@ import tensorflow as tf
 from absl import flags
 from sklearn.metrics import f1_score
 
-from pipelines import evaluation, inputs
+from pipelines import callbacks, evaluation, inputs, training
 from pipelines import flags as pipeline_flags
-from pipelines.config import ConfigError
-from pipelines.tasks import score_spam_submission
+from pipelines.config import Config, ConfigError
+from pipelines.tasks import SPAM, score_spam_submission
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
@@ -32,6 +32,21 @@ def test_geometric_mean_f1_matches_scikit_learn(y_true, y_pred):
     f1 = f1_score(y_true, y_pred, labels=[1, 2, 3], average=None, zero_division=0)
     expected = float(np.prod(f1) ** (1 / 3))
     assert evaluation.geometric_mean_f1(y_true, y_pred) == pytest.approx(expected)
+
+
+def test_plateau_rules_watch_mean_f1_which_moves_while_the_geometric_mean_is_zero(tmp_path):
+    y_true, y_pred = [0, 1, 1, 2, 3, 3], [0, 1, 0, 0, 0, 0]  # only monotone ever right
+    assert evaluation.geometric_mean_f1(y_true, y_pred) == 0.0
+    expected = f1_score(y_true, y_pred, labels=[1, 2, 3], average="macro", zero_division=0)
+    assert evaluation.mean_f1(y_true, y_pred) == pytest.approx(expected) and expected > 0
+    config = Config(task="spam", raw_dir="", data_dir="", workdir=str(tmp_path))
+    data = training.TrainingData(train=None, val=None, val_labels=np.array(y_true), class_names=("a", "b", "c", "d"))
+    best = callbacks.BestCheckpoint(str(tmp_path), f"val_{SPAM.objective.name}")
+    watched = {type(callback).__name__: callback.monitor
+               for callback in training._phase_callbacks(config, "full", data, SPAM.objective, best)
+               if hasattr(callback, "monitor")}
+    assert watched == {"BestCheckpoint": "val_gm_f1", "ReduceLROnPlateau": "val_mean_f1",
+                       "EarlyStopping": "val_mean_f1"}
 
 
 def test_classification_report_and_table():

@@ -63,7 +63,7 @@ def test_smoke_run_writes_every_artifact(smoke_run, demo_root):
     event_files = glob.glob(str(workdir / "tensorboard" / "**" / "events.out.tfevents.*"), recursive=True)
     tags = {value.tag for path in event_files for event in tf.compat.v1.train.summary_iterator(path)
             for value in event.summary.value}
-    assert {"confusion_matrix", "training_inputs", "epoch_gm_f1", "epoch_loss"} <= tags, tags
+    assert {"confusion_matrix", "training_inputs", "epoch_gm_f1", "epoch_mean_f1", "epoch_loss"} <= tags, tags
 
 
 def test_submission_covers_every_test_file_including_gif_and_corrupt(smoke_run, demo_root):

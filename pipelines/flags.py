@@ -38,8 +38,11 @@ flags.DEFINE_float("label_smoothing", _DEFAULTS.label_smoothing, "Label smoothin
 flags.DEFINE_enum("class_balance", _DEFAULTS.class_balance, ["none", "class_weights"],
                   "Counter class imbalance with inverse-frequency class weights.")
 flags.DEFINE_integer("steps_per_epoch", None, "Cap on training steps per epoch (smoke runs).")
-flags.DEFINE_integer("reduce_lr_patience", _DEFAULTS.reduce_lr_patience, "ReduceLROnPlateau patience.")
-flags.DEFINE_integer("early_stopping_patience", _DEFAULTS.early_stopping_patience, "EarlyStopping patience.")
+flags.DEFINE_integer("reduce_lr_patience", _DEFAULTS.reduce_lr_patience,
+                     "ReduceLROnPlateau patience: epochs without progress of the task's plateau "
+                     "metric (spam: the validation mean F1).")
+flags.DEFINE_integer("early_stopping_patience", _DEFAULTS.early_stopping_patience,
+                     "EarlyStopping patience, in epochs, on the same metric.")
 flags.DEFINE_bool("flip", _DEFAULTS.flip, "Random horizontal flips in training.")
 flags.DEFINE_float("zoom", _DEFAULTS.zoom, "Random zoom range in training (0 = off).")
 flags.DEFINE_float("shift", _DEFAULTS.shift, "Random shift range, as a fraction of the side (0 = off).")

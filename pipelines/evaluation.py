@@ -27,15 +27,17 @@ def per_class_scores(matrix: np.ndarray) -> dict[str, np.ndarray]:
 
 def geometric_mean_f1(y_true, y_pred, classes=(1, 2, 3), num_classes: int = 4) -> float:
     """The spam metric: (f1_monotone * f1_screenshot * f1_unknown) ** (1/3)."""
-    f1 = per_class_scores(confusion_matrix(y_true, y_pred, num_classes))["f1"]
-    return float(np.prod(f1[list(classes)]) ** (1.0 / len(classes)))
+    return float(np.prod(_f1_of(y_true, y_pred, classes, num_classes)) ** (1.0 / len(classes)))
 
 
 def mean_f1(y_true, y_pred, classes=(1, 2, 3), num_classes: int = 4) -> float:
     """The arithmetic mean of the same F1s: it moves as soon as any one class improves, where the
     geometric mean stays at 0 until every class has a right prediction."""
-    f1 = per_class_scores(confusion_matrix(y_true, y_pred, num_classes))["f1"]
-    return float(np.mean(f1[list(classes)]))
+    return float(np.mean(_f1_of(y_true, y_pred, classes, num_classes)))
+
+
+def _f1_of(y_true, y_pred, classes, num_classes: int) -> np.ndarray:
+    return per_class_scores(confusion_matrix(y_true, y_pred, num_classes))["f1"][list(classes)]
 
 
 def classification_report(y_true, y_pred, class_names, scored_classes=None) -> dict:

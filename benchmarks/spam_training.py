@@ -76,8 +76,8 @@ def main() -> None:
     size = args.image_size
 
     def pipeline(cache: bool):
-        return inputs.train_dataset(paths, size, args.batch_size, len(readers.SPAM_CLASSES), augmenter,
-                                    seed=0, cache=cache)
+        return inputs.train_dataset(paths, size, args.batch_size, len(readers.SPAM_CLASSES), len(keys),
+                                    augmenter, seed=0, cache=cache)
 
     def from_directory():
         dataset = keras.utils.image_dataset_from_directory(

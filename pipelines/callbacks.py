@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipelines import evaluation
+from pipelines import evaluation, inputs
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -42,7 +42,8 @@ class ValidationMetrics(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        probabilities = self.model.predict(self.dataset, verbose=0)
+        probabilities = inputs.without_padding(self.model.predict(self.dataset, verbose=0),
+                                               len(self.y_true))
         y_pred = np.argmax(probabilities, axis=-1)
         values = {name: fn(self.y_true, y_pred) for name, fn in self.metrics.items()}
         true_probability = probabilities[np.arange(len(self.y_true)), self.y_true]

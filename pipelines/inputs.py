@@ -1,9 +1,11 @@
-"""tf.data input functions, one per purpose: training, evaluation, prediction, and labels only.
+"""tf.data input functions, one per purpose: training, prediction (evaluation predicts too), and
+labels only.
 
 Fixed order (DESIGN.md): interleave shards -> parse -> decode+resize -> (cache) -> shuffle -> map
 (augment) -> batch -> prefetch. Departure: no repeat(); each Keras epoch is one full pass over the
 split (steps_per_epoch caps it in smoke runs via take()), which keeps BackupAndRestore's epoch
-numbering exact. Augmentation runs on whole batches (vectorised) and never on val/test.
+numbering exact. Augmentation runs on whole batches (vectorised) and never on val/test. Every
+dataset knows its number of batches (from the manifests' record counts).
 """
 
 from __future__ import annotations
@@ -68,12 +70,19 @@ def make_augmenter(flip: bool, zoom: float, shift: float, seed: int,
     return keras.Sequential(layers, name="augment") if layers else None
 
 
-def train_dataset(paths: list[str], image_size: int, batch_size: int, num_classes: int,
+def train_dataset(paths: list[str], image_size: int, batch_size: int, num_classes: int, records: int,
                   augmenter=None, seed: int = 0, cache: bool = False, steps: int | None = None) -> tf.data.Dataset:
     """(float32 images in [0, 255], target distributions) batches, shuffled and augmented.
 
     The target is the one-hot main label, or a teacher's soft labels where a pseudo-label shard
-    has them, so labeled and pseudo-labeled shards mix in one dataset."""
+    has them, so labeled and pseudo-labeled shards mix in one dataset. `records` (the shards'
+    record count, from their manifest) gives the dataset its true number of batches, so Keras
+    shows real step counts instead of "Unknown"; a count that does not match the shards is an
+    error at the end of the first epoch."""
+    batches = records // batch_size
+    if batches == 0:
+        raise ValueError(f"{records} training records make no whole batch of {batch_size}: "
+                         "lower --batch_size")
     dataset = _records(paths, shuffle_seed=seed)
     dataset = dataset.map(lambda features: (decode_and_resize(features["image_bytes"], image_size),
                                             _target(features, num_classes)),
@@ -83,6 +92,7 @@ def train_dataset(paths: list[str], image_size: int, batch_size: int, num_classe
     dataset = dataset.shuffle(max(4 * batch_size, 1024), seed=seed, reshuffle_each_iteration=True)
     # drop_remainder: every replica gets an equal slice under MirroredStrategy.
     dataset = dataset.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     if steps:
         dataset = dataset.take(steps)
     dataset = dataset.map(lambda images, labels: (tf.cast(images, tf.float32), labels),
@@ -99,25 +109,32 @@ def _target(features: dict, num_classes: int) -> tf.Tensor:
                    lambda: tf.one_hot(features["label"], num_classes))
 
 
-def eval_dataset(paths: list[str], image_size: int, batch_size: int, num_classes: int,
-                 cache: bool = False) -> tf.data.Dataset:
-    """(images, one-hot labels) in shard order, never augmented, last partial batch kept."""
-    dataset = _records(paths).map(
-        lambda features: (decode_and_resize(features["image_bytes"], image_size),
-                          tf.one_hot(features["label"], num_classes)),
-        num_parallel_calls=AUTOTUNE)
-    if cache:
-        dataset = dataset.cache()
-    dataset = dataset.batch(batch_size).map(lambda images, labels: (tf.cast(images, tf.float32), labels))
-    return dataset.prefetch(AUTOTUNE)
+def predict_dataset(paths: list[str], image_size: int, batch_size: int, records: int) -> tf.data.Dataset:
+    """Images only, in shard order (the order `keys_and_labels` returns), in whole batches: the
+    last one is padded with black images up to `batch_size`. Take the first `records` outputs.
+
+    Why the padding: a distribution strategy splits each global batch among its replicas, and
+    how tf.data rebatches depends on the graph: a short last batch of 8 at batch 16 over 2
+    replicas was split [8, 0], leaving a replica with an EMPTY batch (measured), and
+    TensorFlow's oneDNN Conv2D (on by default on CPUs with AVX512-VNNI or AMX) returns a wrongly
+    shaped result for an empty input, which crashes the next layer. With whole batches no replica
+    is ever empty, on any CPU or GPU."""
+    padding = -records % batch_size
+    images = _records(paths).map(lambda features: decode_and_resize(features["image_bytes"], image_size),
+                                 num_parallel_calls=AUTOTUNE)
+    if padding:
+        images = images.concatenate(tf.data.Dataset.from_tensors(
+            tf.zeros([image_size, image_size, 3], tf.uint8)).repeat(padding))
+    dataset = images.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality((records + padding) // batch_size))
+    return dataset.map(lambda batch: tf.cast(batch, tf.float32)).prefetch(AUTOTUNE)
 
 
-def predict_dataset(paths: list[str], image_size: int, batch_size: int) -> tf.data.Dataset:
-    """Images only, in shard order (the order `keys_and_labels` returns)."""
-    dataset = _records(paths).map(
-        lambda features: tf.cast(decode_and_resize(features["image_bytes"], image_size), tf.float32),
-        num_parallel_calls=AUTOTUNE)
-    return dataset.batch(batch_size).prefetch(AUTOTUNE)
+def without_padding(outputs, records: int) -> np.ndarray:
+    """The model outputs of the `records` real records of a `predict_dataset`, as float32."""
+    if len(outputs) < records:
+        raise RuntimeError(f"{len(outputs)} predictions for {records} records")
+    return np.asarray(outputs[:records], np.float32)
 
 
 def keys_and_labels(paths: list[str]) -> tuple[list[str], np.ndarray]:

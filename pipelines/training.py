@@ -105,6 +105,7 @@ def train(config: Config, model: keras.Model, data: TrainingData, objective: Obj
             initial_epoch=first_epoch,
             epochs=first_epoch + phase.epochs,
             class_weight=data.class_weight,
+            shuffle=False,  # the dataset shuffles itself; Keras would only warn that it cannot
             callbacks=_phase_callbacks(config, name, data, objective, best),
             verbose=2 if os.environ.get("CI") else 1,
         )

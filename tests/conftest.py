@@ -9,7 +9,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
+
+# Two logical CPU devices for this test process, set before TensorFlow initialises its devices:
+# multi-replica bugs (an empty per-replica batch, outputs gathered out of order) then show on any
+# machine without a GPU. A plain strategy still uses one device.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 def random_image(seed: int, size=(40, 32), mode="RGB") -> Image.Image:

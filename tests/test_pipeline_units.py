@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -147,17 +148,46 @@ def test_input_functions_on_demo_shards(demo_shards):
     manifest = writer.read_manifest(str(demo_shards))
     train_paths = writer.shard_paths(str(demo_shards), "train", manifest)
     val_paths = writer.shard_paths(str(demo_shards), "val", manifest)
-    train = inputs.train_dataset(train_paths, 32, 8, 4, inputs.make_augmenter(True, 0.1, 0.1, 0), steps=3)
+    records = manifest["splits"]["train"]["records"]
+    train = inputs.train_dataset(train_paths, 32, 8, 4, records, inputs.make_augmenter(True, 0.1, 0.1, 0), steps=3)
     batches = list(train)
-    assert len(batches) == 3
+    assert len(batches) == 3 == int(train.cardinality())
+    whole = inputs.train_dataset(train_paths, 32, 8, 4, records)
+    assert int(whole.cardinality()) == records // 8  # Keras shows real step counts
     images, labels = batches[0]
     assert images.shape == (8, 32, 32, 3) and images.dtype == tf.float32
     assert labels.shape == (8, 4) and np.allclose(labels.numpy().sum(axis=1), 1)
     keys, y_true = inputs.keys_and_labels(val_paths)
     assert len(keys) == manifest["splits"]["val"]["records"] == len(y_true)
-    evaluated = np.concatenate([np.argmax(batch[1].numpy(), -1)
-                                for batch in inputs.eval_dataset(val_paths, 32, 16, 4)])
-    np.testing.assert_array_equal(evaluated, y_true)  # eval order = keys_and_labels order
-    first = next(iter(inputs.eval_dataset(val_paths, 32, 16, 4)))[0].numpy()
-    again = next(iter(inputs.eval_dataset(val_paths, 32, 16, 4)))[0].numpy()
+    first = next(iter(inputs.predict_dataset(val_paths, 32, 16, len(keys)))).numpy()
+    again = next(iter(inputs.predict_dataset(val_paths, 32, 16, len(keys)))).numpy()
     np.testing.assert_array_equal(first, again)  # never augmented
+
+
+def _short_last_batch(records: int) -> int:
+    """A global batch size whose last batch, split over 2 replicas, would leave one empty."""
+    return next(size for size in range(4, 65, 2) if 0 < records % size <= size // 2)
+
+
+def test_padded_prediction_never_gives_a_replica_an_empty_batch_and_keeps_record_order(demo_shards):
+    from preprocess import writer
+
+    manifest = writer.read_manifest(str(demo_shards))
+    paths = writer.shard_paths(str(demo_shards), "val", manifest)
+    keys, _ = inputs.keys_and_labels(paths)
+    batch_size = _short_last_batch(len(keys))
+    strategy = tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("CPU")])
+    assert strategy.num_replicas_in_sync == 2
+    dataset = inputs.predict_dataset(paths, 32, batch_size, len(keys))
+    for per_replica in strategy.experimental_distribute_dataset(dataset):
+        sizes = [int(images.shape[0]) for images in strategy.experimental_local_results(per_replica)]
+        assert len(sizes) == 2 and min(sizes) > 0, sizes
+    assert int(dataset.cardinality()) == -(-len(keys) // batch_size)
+    with strategy.scope():  # a model whose output is each image's mean colour: checkable per record
+        pixels = keras.Input((32, 32, 3))
+        model = keras.Model(pixels, keras.layers.GlobalAveragePooling2D()(pixels))
+    predicted = inputs.without_padding(model.predict(dataset, verbose=0), len(keys))
+    expected = [tf.reduce_mean(tf.cast(inputs.decode_and_resize(features["image_bytes"], 32), tf.float32),
+                               axis=(0, 1)).numpy() for features in inputs._records(paths)]
+    assert predicted.shape == (len(keys), 3)
+    np.testing.assert_allclose(predicted, np.stack(expected), rtol=1e-5, atol=1e-3)

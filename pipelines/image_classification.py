@@ -46,7 +46,7 @@ def run(config: Config, task: TaskSpec, flagfile_text: str = "") -> dict:
     weights = backbones.resolve_weights(config.backbone, config.weights)
     os.makedirs(config.workdir, exist_ok=True)
     if flagfile_text:
-        with open(os.path.join(config.workdir, "flags.txt"), "w") as handle:
+        with open(os.path.join(config.workdir, run_record_name(config.mode)), "w") as handle:
             handle.write(flagfile_text)
     manifest = prepare_data(config)
     precision = distribute.set_precision(config.precision)
@@ -97,6 +97,12 @@ def run(config: Config, task: TaskSpec, flagfile_text: str = "") -> dict:
     return results
 
 
+def run_record_name(mode: str) -> str:
+    """flags.txt records the training run (`--flagfile=<workdir>/flags.txt` repeats it); a later
+    --mode=evaluate or predict in the same workdir records its flags beside it, not over it."""
+    return "flags.txt" if mode in ("all", "train") else f"flags.{mode}.txt"
+
+
 def prepare_data(config: Config) -> dict:
     """Shards from --raw_dir when they are missing or stale (the preprocessing job decides)."""
     if config.raw_dir:
@@ -113,17 +119,19 @@ def final_weights_path(workdir: str) -> str:
     return chosen if os.path.exists(chosen) else os.path.join(workdir, "checkpoints", "best.weights.h5")
 
 
-def training_data(config: Config, manifest: dict, class_names, extra_train_paths=(),
+def training_data(config: Config, manifest: dict, class_names, extra_train_paths=(), extra_records: int = 0,
                   strong_augmentation: bool = False) -> training.TrainingData:
-    """The train (plus any pseudo-label shards) and validation inputs of one training run."""
+    """The train (plus any pseudo-label shards, `extra_records` records in all) and validation
+    inputs of one training run."""
     train_paths = writer.shard_paths(config.data_dir, "train", manifest) + list(extra_train_paths)
     val_paths = writer.shard_paths(config.data_dir, "val", manifest)
     if not val_paths:
         raise ConfigError(f"{config.data_dir} has no validation split: preprocess with --val_fraction > 0")
     augmenter = inputs.make_augmenter(config.flip, config.zoom, config.shift, config.seed,
                                       randaugment=strong_augmentation)
+    records = manifest["splits"]["train"]["records"] + extra_records
     train = inputs.train_dataset(train_paths, config.image_size, config.batch_size, len(class_names),
-                                 augmenter, config.seed, config.cache, config.steps_per_epoch)
+                                 records, augmenter, config.seed, config.cache, config.steps_per_epoch)
     _, val_labels = inputs.keys_and_labels(val_paths)
     weights = None
     if config.class_balance == "class_weights":
@@ -132,7 +140,8 @@ def training_data(config: Config, manifest: dict, class_names, extra_train_paths
                                            for index, name in enumerate(class_names)))
     sample_images = next(iter(train))[0][:8]
     return training.TrainingData(
-        train=train, val=inputs.predict_dataset(val_paths, config.image_size, config.batch_size),
+        train=train, val=inputs.predict_dataset(val_paths, config.image_size, config.batch_size,
+                                                len(val_labels)),
         val_labels=val_labels, class_names=class_names, class_weight=weights,
         sample_images=sample_images)
 
@@ -169,7 +178,7 @@ def pseudo_label_rounds(config: Config, manifest: dict, task: TaskSpec, strategy
                 config.backbone, len(class_names), config.image_size, dropout=student_config.dropout,
                 weights=backbones.resolve_weights(config.backbone, config.weights))
         pseudo_paths = [os.path.join(pseudo_dir, name) for name in pseudo_manifest["shards"]]
-        data = training_data(student_config, manifest, class_names, pseudo_paths,
+        data = training_data(student_config, manifest, class_names, pseudo_paths, pseudo_manifest["records"],
                              strong_augmentation=config.student_randaugment)
         print(f"round {round_index}: student on {manifest['splits']['train']['records']} labeled + "
               f"{pseudo_manifest['records']} pseudo-labeled images")
@@ -230,12 +239,11 @@ def predict(model: keras.Model, paths: list[str], config: Config, label: str = "
     batches across replicas and gathers the outputs correctly."""
     keys, _ = inputs.keys_and_labels(paths)
     progress = Progress(len(keys), label)
-    probabilities = model.predict(inputs.predict_dataset(paths, config.image_size, config.batch_size),
-                                  verbose=0, callbacks=[_ProgressCallback(progress, config.batch_size)])
+    dataset = inputs.predict_dataset(paths, config.image_size, config.batch_size, len(keys))
+    probabilities = model.predict(dataset, verbose=0,
+                                  callbacks=[_ProgressCallback(progress, config.batch_size)])
     progress.close()
-    if len(probabilities) != len(keys):
-        raise RuntimeError(f"{len(probabilities)} predictions for {len(keys)} records")
-    return Predictions(keys, np.asarray(probabilities, np.float32))
+    return Predictions(keys, inputs.without_padding(probabilities, len(keys)))
 
 
 class _ProgressCallback(keras.callbacks.Callback):

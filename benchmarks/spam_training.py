@@ -21,7 +21,9 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from models import classifier  # noqa: E402
-from pipelines import inputs  # noqa: E402
+from pipelines.core import inputs  # noqa: E402
+from pipelines.core.config import Config  # noqa: E402
+from pipelines.spam import TASK  # noqa: E402
 from preprocess import readers, writer  # noqa: E402
 
 
@@ -43,7 +45,7 @@ def time_input(dataset, epochs: int) -> float:
     started = time.perf_counter()
     for _ in range(epochs):
         for batch, _labels in dataset:
-            images += int(batch.shape[0])
+            images += int(batch["image"].shape[0])
     return images / (time.perf_counter() - started)
 
 
@@ -52,7 +54,7 @@ def time_training(dataset, image_size: int, epochs: int) -> float:
     model = classifier.build_image_classifier("small", len(readers.SPAM_CLASSES), image_size)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="categorical_crossentropy")
     model.fit(dataset, epochs=1, verbose=0)  # warm-up: tracing, autotuning
-    images = sum(int(batch.shape[0]) for batch, _ in dataset) * epochs
+    images = sum(int(batch["image"].shape[0]) for batch, _ in dataset) * epochs
     started = time.perf_counter()
     model.fit(dataset, epochs=epochs, verbose=0)
     return images / (time.perf_counter() - started)
@@ -70,20 +72,23 @@ def main() -> None:
 
     manifest = writer.read_manifest(args.data_dir)
     paths = writer.shard_paths(args.data_dir, "train", manifest)
-    keys, labels = inputs.keys_and_labels(paths)
+    truth = inputs.read_split(paths)
+    keys, labels = truth.keys, truth.main_labels
     folders = class_folders(args.raw_dir, keys, labels, os.path.join(args.workdir, "by_class"))
     augmenter = inputs.make_augmenter(flip=True, zoom=0.2, shift=0.1, seed=0)
     size = args.image_size
 
     def pipeline(cache: bool):
-        return inputs.train_dataset(paths, size, args.batch_size, len(readers.SPAM_CLASSES), len(keys),
-                                    augmenter, seed=0, cache=cache)
+        config = Config(image_size=size)
+        return inputs.train_dataset(paths, lambda raw: TASK.features(raw, config),
+                                    lambda record: TASK.target(record, len(readers.SPAM_CLASSES)),
+                                    args.batch_size, len(keys), augmenter, seed=0, cache=cache)
 
     def from_directory():
         dataset = keras.utils.image_dataset_from_directory(
             folders, labels="inferred", label_mode="categorical", class_names=list(readers.SPAM_CLASSES),
             image_size=(size, size), batch_size=args.batch_size, shuffle=True, seed=0, verbose=False)
-        dataset = dataset.map(lambda images, labels: (augmenter(images, training=True), labels),
+        dataset = dataset.map(lambda images, labels: ({"image": augmenter(images, training=True)}, labels),
                               num_parallel_calls=tf.data.AUTOTUNE)
         return dataset.prefetch(tf.data.AUTOTUNE)
 

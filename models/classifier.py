@@ -11,7 +11,7 @@ from models import backbones
 def build_image_classifier(backbone: str, num_classes: int, image_size: int, dropout: float = 0.2,
                            weights: str | None = None, multi_label: bool = False,
                            name: str | None = None) -> keras.Model:
-    """Input `image`: float32 (None, image_size, image_size, 3) raw pixels in [0, 255]; output
+    """Input {"image": float32 (None, image_size, image_size, 3) raw pixels in [0, 255]}; output
     `probs`: softmax, or independent sigmoids when `multi_label`. `weights` is a value
     backbones.resolve_weights returned.
 
@@ -24,7 +24,8 @@ def build_image_classifier(backbone: str, num_classes: int, image_size: int, dro
     logits = keras.layers.Dense(num_classes, name="head_logits", dtype="float32")(features)
     activation = "sigmoid" if multi_label else "softmax"
     probabilities = keras.layers.Activation(activation, name="probs", dtype="float32")(logits)
-    return keras.Model(inputs, probabilities, name=name or f"{backbone}_classifier")
+    # Inputs as a dict: the pipelines feed every model a dict of named features.
+    return keras.Model({"image": inputs}, probabilities, name=name or f"{backbone}_classifier")
 
 
 def backbone_of(model: keras.Model) -> keras.Model:

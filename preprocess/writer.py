@@ -32,6 +32,7 @@ from typing import Callable, Iterator
 import tensorflow as tf
 
 from preprocess import images, schema
+from preprocess.shard_options import ShardOptions
 from preprocess.progress import Progress
 
 MANIFEST = "manifest.json"
@@ -77,27 +78,6 @@ class Inventory:
     metadata_files: tuple[str, ...]
     multi_label: bool = False
     extra: dict = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardOptions:
-    num_shards: int = 8
-    val_fraction: float = 0.2
-    seed: int = 0
-    workers: int = 0  # 0: one per core; 1: in this process (no pool)
-    max_side: int | None = None
-    max_pixels: int = images.DEFAULT_MAX_PIXELS
-
-    def __post_init__(self):
-        if self.num_shards < 1:
-            raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.max_side is not None and self.max_side < 8:
-            raise ValueError(f"max_side must be >= 8 pixels, got {self.max_side}")
-
-    def image_options(self) -> images.ImageOptions:
-        return images.ImageOptions(max_side=self.max_side, max_pixels=self.max_pixels)
 
 
 @dataclasses.dataclass(frozen=True)

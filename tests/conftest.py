@@ -51,3 +51,44 @@ def demo_shards(demo_root, tmp_path_factory):
     jobs.build("spam", str(demo_root), str(data_dir), writer.ShardOptions(num_shards=2, workers=1),
                log=lambda message: None)
     return data_dir
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_module(module: str, args, timeout: int = 600, env: dict | None = None, prefix=None):
+    """`python -m <module> args...` from the repository root, as a real process (CI=1: one line
+    per epoch). `prefix` replaces `python -m <module>` (e.g. a `python -c` script)."""
+    import subprocess
+    import sys
+
+    command = [*(prefix or (sys.executable, "-m", module)), *args]
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CI="1", **(env or {}))
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(demo_root, demo_shards, tmp_path_factory):
+    """`python -m pipelines.<task> --flagfile=smoke.flags` on the task's generated demo data, run
+    once per task and session: (workdir, completed process). Every test of a task's end-to-end
+    behaviour reads this one run."""
+    from preprocess import demo
+
+    runs = {}
+
+    def run(task: str):
+        if task not in runs:
+            if task == "spam":
+                raw, shards = demo_root, demo_shards
+            else:
+                raw = tmp_path_factory.mktemp(f"{task}_demo") / task
+                demo.make_demo(task, str(raw), seed=0, scale=0.25)
+                shards = tmp_path_factory.mktemp(f"{task}_shards")
+            workdir = tmp_path_factory.mktemp(f"{task}_smoke")
+            result = run_module(f"pipelines.{task}", ["--flagfile=smoke.flags", f"--raw_dir={raw}",
+                                                      f"--data_dir={shards}", f"--workdir={workdir}"])
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            runs[task] = (workdir, result)
+        return runs[task]
+
+    return run

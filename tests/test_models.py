@@ -65,12 +65,12 @@ def test_sizes_cover_every_backbone():
 def test_every_backbone_builds_a_classifier_of_raw_pixels(name):
     size = SIZES[name]
     model = classifier.build_image_classifier(name, num_classes=5, image_size=size)
-    assert model.input.name == "image" and model.input.dtype == "float32"
-    assert model.input.shape == (None, size, size, 3)
+    assert list(model.input) == ["image"]  # pipelines feed a dict of named features
+    assert model.input["image"].dtype == "float32" and model.input["image"].shape == (None, size, size, 3)
     assert model.get_layer("probs").output is model.output
     assert [layer.name for layer in model.layers].count("backbone") == 1
     assert backbones.backbone_name(classifier.backbone_of(model)) == name
-    probabilities = model.predict(pixels(2, size), verbose=0)
+    probabilities = model.predict({"image": pixels(2, size)}, verbose=0)
     assert probabilities.shape == (2, 5) and probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
@@ -80,7 +80,7 @@ def test_head_stays_float32_under_mixed_precision(mixed_precision):
     assert classifier.backbone_of(model).compute_dtype == "float16"
     assert model.get_layer("head_logits").compute_dtype == "float32"
     assert model.output.dtype == "float32"
-    probabilities = model.predict(pixels(2, 32), verbose=0)
+    probabilities = model.predict({"image": pixels(2, 32)}, verbose=0)
     assert probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
@@ -88,7 +88,7 @@ def test_head_stays_float32_under_mixed_precision(mixed_precision):
 def test_multi_label_head_is_sigmoid():
     model = classifier.build_image_classifier("tiny", 4, 32, multi_label=True, name="tags")
     assert model.name == "tags"
-    probabilities = model.predict(pixels(1, 32), verbose=0)
+    probabilities = model.predict({"image": pixels(1, 32)}, verbose=0)
     assert not np.isclose(probabilities.sum(), 1.0)
     assert ((probabilities > 0) & (probabilities < 1)).all()
 
@@ -111,7 +111,7 @@ def test_frozen_backbone_trains_only_the_head_and_keeps_batchnorm_statistics():
     means_before = [keras.ops.convert_to_numpy(layer.moving_mean) for layer in batchnorms]
     head_before = model.get_layer("head_logits").get_weights()[0]
     model.compile(optimizer="adam", loss="categorical_crossentropy")
-    model.fit(pixels(16, 32), np.eye(3)[np.arange(16) % 3], batch_size=8, epochs=1, verbose=0)
+    model.fit({"image": pixels(16, 32)}, np.eye(3)[np.arange(16) % 3], batch_size=8, epochs=1, verbose=0)
     for layer, before in zip(batchnorms, means_before):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.moving_mean), before)
     assert not np.allclose(model.get_layer("head_logits").get_weights()[0], head_before)

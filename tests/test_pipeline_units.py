@@ -14,13 +14,21 @@ import tensorflow as tf
 from absl import flags
 from sklearn.metrics import f1_score
 
-from pipelines import callbacks, evaluation, inputs, training
-from pipelines import flags as pipeline_flags
-from pipelines.config import Config, ConfigError
-from pipelines.tasks import SPAM, score_spam_submission
+from pipelines.core import callbacks, evaluation, inputs, training
+from pipelines.core import flags as pipeline_flags
+from pipelines.core.config import Config, ConfigError
+from pipelines.core.splits import Split
+from pipelines.spam import TASK as SPAM
+from pipelines.spam import score_submission
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
+RUN_FLAGS = pipeline_flags.define(SPAM.Options)
+
+
+def _image_features(size: int):
+    config = Config(image_size=size)
+    return lambda raw: SPAM.features(raw, config)
 
 
 @pytest.mark.parametrize("y_true, y_pred", [
@@ -40,11 +48,15 @@ def test_plateau_rules_watch_mean_f1_which_moves_while_the_geometric_mean_is_zer
     assert evaluation.geometric_mean_f1(y_true, y_pred) == 0.0
     expected = f1_score(y_true, y_pred, labels=[1, 2, 3], average="macro", zero_division=0)
     assert evaluation.mean_f1(y_true, y_pred) == pytest.approx(expected) and expected > 0
-    config = Config(task="spam", raw_dir="", data_dir="", workdir=str(tmp_path))
-    data = training.TrainingData(train=None, val=None, val_labels=np.array(y_true), class_names=("a", "b", "c", "d"))
-    best = callbacks.BestCheckpoint(str(tmp_path), f"val_{SPAM.objective.name}")
+    config = Config(task="spam", workdir=str(tmp_path))
+    truth = Split([str(index) for index in range(len(y_true))], np.arange(len(y_true)), [(label,) for label in y_true])
+    data = training.TrainingData(train=None, val=None, val_truth=truth, class_names=("a", "b", "c", "d"))
+    probabilities = np.eye(4)[y_pred]
+    values = SPAM.metrics(truth, probabilities, data.class_names)
+    assert values["gm_f1"] == 0.0 and values["mean_f1"] == pytest.approx(expected)
+    best = callbacks.BestCheckpoint(str(tmp_path), f"val_{SPAM.objective}")
     watched = {type(callback).__name__: callback.monitor
-               for callback in training._phase_callbacks(config, "full", data, SPAM.objective, best)
+               for callback in training.phase_callbacks(config, "full", data, SPAM, best)
                if hasattr(callback, "monitor")}
     assert watched == {"BestCheckpoint": "val_gm_f1", "ReduceLROnPlateau": "val_mean_f1",
                        "EarlyStopping": "val_mean_f1"}
@@ -65,9 +77,9 @@ def test_scorer_gives_zero_when_file_sets_differ(tmp_path):
     truth.write_text("filename,annotation\na.jpg,1\nb.gif,2\nc.png,3\n")
     submission = tmp_path / "submission.csv"
     submission.write_text("filename,y_pred\na.jpg,1\nc.png,3\n")
-    assert score_spam_submission(str(submission), str(truth))["geometric_mean_f1"] == 0.0
+    assert score_submission(str(submission), str(truth))["geometric_mean_f1"] == 0.0
     submission.write_text("filename,y_pred\na.jpg,1\nb.gif,2\nc.png,3\n")
-    assert score_spam_submission(str(submission), str(truth))["geometric_mean_f1"] == pytest.approx(1.0)
+    assert score_submission(str(submission), str(truth))["geometric_mean_f1"] == pytest.approx(1.0)
 
 
 def test_class_weights_are_inverse_frequency_with_mean_one():
@@ -79,7 +91,7 @@ def test_class_weights_are_inverse_frequency_with_mean_one():
 def _parse(args):
     FLAGS.unparse_flags()
     FLAGS(["prog"] + args)
-    return pipeline_flags.config_from_flags("spam")
+    return pipeline_flags.config_from_flags("spam", SPAM.Options)
 
 
 @pytest.mark.parametrize("flagfile", sorted(glob.glob(os.path.join(ROOT, "experiments", "*", "*.flags"))))
@@ -118,7 +130,7 @@ def test_effective_flags_repeat_the_run_exactly(tmp_path):
     config = _parse(pipeline_flags.resolve_flagfiles(["--flagfile=demo.flags", "--workdir=/tmp/w",
                                                       "--raw_dir=/tmp/r"], "spam"))
     saved = tmp_path / "flags.txt"
-    saved.write_text(pipeline_flags.effective_flags())
+    saved.write_text(pipeline_flags.effective_flags(RUN_FLAGS))
     _parse(["--image_size=99", "--backbone=other", "--workdir=/x", "--raw_dir=/y"])  # pollute first
     assert _parse(pipeline_flags.resolve_flagfiles([f"--flagfile={saved}"], "spam")) == config
 
@@ -149,18 +161,21 @@ def test_input_functions_on_demo_shards(demo_shards):
     train_paths = writer.shard_paths(str(demo_shards), "train", manifest)
     val_paths = writer.shard_paths(str(demo_shards), "val", manifest)
     records = manifest["splits"]["train"]["records"]
-    train = inputs.train_dataset(train_paths, 32, 8, 4, records, inputs.make_augmenter(True, 0.1, 0.1, 0), steps=3)
+    target = lambda record: SPAM.target(record, 4)  # noqa: E731
+    train = inputs.train_dataset(train_paths, _image_features(32), target, 8, records,
+                                 inputs.make_augmenter(True, 0.1, 0.1, 0), steps=3)
     batches = list(train)
     assert len(batches) == 3 == int(train.cardinality())
-    whole = inputs.train_dataset(train_paths, 32, 8, 4, records)
+    whole = inputs.train_dataset(train_paths, _image_features(32), target, 8, records)
     assert int(whole.cardinality()) == records // 8  # Keras shows real step counts
-    images, labels = batches[0]
-    assert images.shape == (8, 32, 32, 3) and images.dtype == tf.float32
+    features, labels = batches[0]
+    assert features["image"].shape == (8, 32, 32, 3) and features["image"].dtype == tf.float32
     assert labels.shape == (8, 4) and np.allclose(labels.numpy().sum(axis=1), 1)
-    keys, y_true = inputs.keys_and_labels(val_paths)
-    assert len(keys) == manifest["splits"]["val"]["records"] == len(y_true)
-    first = next(iter(inputs.predict_dataset(val_paths, 32, 16, len(keys)))).numpy()
-    again = next(iter(inputs.predict_dataset(val_paths, 32, 16, len(keys)))).numpy()
+    truth = inputs.read_split(val_paths)
+    assert len(truth) == manifest["splits"]["val"]["records"] == len(truth.main_labels)
+    assert len(set(truth.indices.tolist())) == len(truth) and truth.indices.min() >= 0  # its input row
+    first = next(iter(inputs.predict_dataset(val_paths, _image_features(32), 16, len(truth))))["image"].numpy()
+    again = next(iter(inputs.predict_dataset(val_paths, _image_features(32), 16, len(truth))))["image"].numpy()
     np.testing.assert_array_equal(first, again)  # never augmented
 
 
@@ -174,20 +189,63 @@ def test_padded_prediction_never_gives_a_replica_an_empty_batch_and_keeps_record
 
     manifest = writer.read_manifest(str(demo_shards))
     paths = writer.shard_paths(str(demo_shards), "val", manifest)
-    keys, _ = inputs.keys_and_labels(paths)
+    keys = inputs.read_split(paths).keys
     batch_size = _short_last_batch(len(keys))
     strategy = tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("CPU")])
     assert strategy.num_replicas_in_sync == 2
-    dataset = inputs.predict_dataset(paths, 32, batch_size, len(keys))
+    dataset = inputs.predict_dataset(paths, _image_features(32), batch_size, len(keys))
     for per_replica in strategy.experimental_distribute_dataset(dataset):
-        sizes = [int(images.shape[0]) for images in strategy.experimental_local_results(per_replica)]
+        sizes = [int(features.shape[0]) for features in strategy.experimental_local_results(per_replica["image"])]
         assert len(sizes) == 2 and min(sizes) > 0, sizes
     assert int(dataset.cardinality()) == -(-len(keys) // batch_size)
     with strategy.scope():  # a model whose output is each image's mean colour: checkable per record
-        pixels = keras.Input((32, 32, 3))
-        model = keras.Model(pixels, keras.layers.GlobalAveragePooling2D()(pixels))
+        pixels = keras.Input((32, 32, 3), name="image")
+        model = keras.Model({"image": pixels}, keras.layers.GlobalAveragePooling2D()(pixels))
     predicted = inputs.without_padding(model.predict(dataset, verbose=0), len(keys))
     expected = [tf.reduce_mean(tf.cast(inputs.decode_and_resize(features["image_bytes"], 32), tf.float32),
-                               axis=(0, 1)).numpy() for features in inputs._records(paths)]
+                               axis=(0, 1)).numpy() for features in inputs.records(paths)]
     assert predicted.shape == (len(keys), 3)
     np.testing.assert_allclose(predicted, np.stack(expected), rtol=1e-5, atol=1e-3)
+
+
+def test_flags_are_generated_from_the_config_fields_with_their_defaults():
+    import dataclasses as dc
+
+    from preprocess import config_flags
+    from preprocess.shard_options import ShardOptions
+
+    names = config_flags.flag_names(Config)
+    assert {"head_epochs", "full_learning_rate", "full_momentum", "num_shards", "max_pixels",
+            "pseudo_class_thresholds", "weights"} <= set(names)
+    assert "seed" in names and names.count("seed") == 1  # the sharding seed is --seed, not a 2nd flag
+    assert not {"task", "options", "sharding", "head"} & set(names)
+    assert set(RUN_FLAGS) == set(names) | {"fallback_class"}  # + the task's own Options
+    config = _parse(["--workdir=/w", "--raw_dir=/r"])
+    defaults = Config(task="spam", options=SPAM.Options(), raw_dir="/r", data_dir="/w/data", workdir="/w")
+    assert config == defaults
+    assert config.shard_options == dc.replace(ShardOptions(), seed=config.seed)
+    changed = _parse(["--workdir=/w", "--raw_dir=/r", "--head_epochs=7", "--full_optimizer=sgd", "--seed=3",
+                      "--num_shards=5", "--weights=none", "--pseudo_class_thresholds=0.5,0.9",
+                      "--fallback_class=2"])
+    assert changed.head.epochs == 7 and changed.full.optimizer == "sgd" and changed.weights is None
+    assert changed.shard_options.num_shards == 5 and changed.shard_options.seed == 3
+    assert changed.pseudo_class_thresholds == (0.5, 0.9) and changed.options.fallback_class == 2
+    assert changed.full.learning_rate == Config().full.learning_rate  # nested defaults kept
+    with pytest.raises(ConfigError, match="--pseudo_class_thresholds"):
+        _parse(["--workdir=/w", "--raw_dir=/r", "--pseudo_class_thresholds=a,b"])
+    with pytest.raises(ConfigError, match="--num_shards"):
+        _parse(["--workdir=/w", "--raw_dir=/r", "--num_shards=0"])
+
+
+def test_confusion_matrix_picture_has_names_and_counts():
+    from pipelines.core import summaries
+
+    matrix = np.array([[5, 1], [0, 7]])
+    image = summaries.confusion_image(matrix, ["normal", "screenshot"])
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    blank = summaries.confusion_image(np.zeros((2, 2), np.int64), ["normal", "screenshot"])
+    renamed = summaries.confusion_image(matrix, ["a", "b"])
+    assert image.shape[1] > renamed.shape[1]  # room made for the class names
+    assert not np.array_equal(image, blank)  # counts and shades drawn
+    dark = image.reshape(-1, 3).min(axis=1) < 60
+    assert dark.sum() > 50  # text and the darkest cells

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import inputs, pseudo_label
+from pipelines.core import inputs, pseudo_label
 from preprocess import schema, writer
-from tests.test_spam_pipeline import SMOKE, _run
+from tests.test_spam_pipeline import SHORT, _run
 
 
 def _probabilities(rows):
@@ -65,7 +65,7 @@ def test_nothing_confident_selects_nothing():
 
 def test_pseudo_shards_follow_the_prediction_order(demo_shards, tmp_path):
     paths = writer.shard_paths(str(demo_shards), "unlabeled")
-    keys, _ = inputs.keys_and_labels(paths)
+    keys = inputs.read_split(paths).keys
     probabilities = np.tile([[0.01, 0.02, 0.03, 0.94]], (len(keys), 1))
     probabilities[3] = [0.97, 0.01, 0.01, 0.01]
     selection = pseudo_label.select(probabilities, [1, 1, 1, 1], threshold=0.95, balance=False, soft=True)
@@ -77,7 +77,7 @@ def test_pseudo_shards_follow_the_prediction_order(demo_shards, tmp_path):
 
 
 def test_one_pseudo_label_round_end_to_end(demo_root, demo_shards, tmp_path):
-    result = _run([*SMOKE, f"--raw_dir={demo_root}", f"--data_dir={demo_shards}", f"--workdir={tmp_path}",
+    result = _run([*SHORT, f"--raw_dir={demo_root}", f"--data_dir={demo_shards}", f"--workdir={tmp_path}",
                    "--pseudo_label_rounds=1", "--pseudo_threshold=0.3", "--mode=train"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     pseudo_manifest = json.loads((tmp_path / "pseudo" / "round_1" / "pseudo_labels" / "manifest.json").read_text())

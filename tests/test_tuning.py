@@ -15,22 +15,23 @@ import keras_tuner
 import pytest
 import tensorflow as tf
 
-from pipelines import flags as pipeline_flags
-from pipelines import tasks
-from pipelines.config import Config, Phase
+from pipelines.core import flags as pipeline_flags
+from pipelines.core.config import Config, Phase
+from pipelines.core.context import Context
+from pipelines.spam import TASK as SPAM
 from tuning import hypermodel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = ["--backbone=tiny", "--weights=none", "--image_size=32", "--batch_size=16", "--head_epochs=1",
-         "--full_epochs=1", "--steps_per_epoch=3", "--num_shards=2", "--workers=1"]
+# The smoke flagfile with a short schedule: a trial in seconds.
+SHORT = ["--flagfile=smoke.flags", "--full_epochs=1", "--steps_per_epoch=3"]
 CLASSES = {"class_names": ["normal", "monotone", "screenshot", "unknown"]}
 TINY_BLOCKS = 3
 
 
-def _hypermodel(config: Config, precision: str = "float32") -> hypermodel.ImageClassifierHyperModel:
-    return hypermodel.ImageClassifierHyperModel(config, CLASSES, tasks.SPAM.objective,
-                                                tf.distribute.get_strategy(), project_dir="/unused",
-                                                precision=precision)
+def _hypermodel(config: Config, precision: str = "float32") -> hypermodel.TaskHyperModel:
+    context = Context(config, SPAM, CLASSES, weights=None, precision=precision,
+                      strategy=tf.distribute.get_strategy())
+    return hypermodel.TaskHyperModel(context, project_dir="/unused")
 
 
 def _config(**changes) -> Config:
@@ -105,7 +106,7 @@ def _trial_files(project):
 @pytest.fixture(scope="module")
 def random_search(demo_root, demo_shards, tmp_path_factory):
     directory = tmp_path_factory.mktemp("tune")
-    args = ["--flagfile=demo.flags", *SMOKE, f"--raw_dir={demo_root}", f"--data_dir={demo_shards}",
+    args = [*SHORT, f"--raw_dir={demo_root}", f"--data_dir={demo_shards}",
             "--tuner=random", "--max_trials=2", f"--directory={directory}"]
     result = _search(args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -117,9 +118,9 @@ def test_search_tries_the_defaults_first_and_logs_hparams(random_search):
     trials = {path: json.loads(text) for path, text in _trial_files(project).items()}
     assert len(trials) == 2 and all(trial["status"] == "COMPLETED" for trial in trials.values())
     first = json.loads((project / "trial_0" / "hyperparameters.json").read_text())
-    assert first == {"head_learning_rate": 1e-3, "full_learning_rate": 2e-3, "head_epochs": 1,
+    assert first == {"head_learning_rate": 1e-3, "full_learning_rate": 3e-3, "head_epochs": 1,
                      "unfreeze_top_blocks": 0, "full_optimizer": "adamw", "full_weight_decay": 1e-4,
-                     "dropout": 0.2, "label_smoothing": 0.0}  # demo.flags
+                     "dropout": 0.2, "label_smoothing": 0.0}  # smoke.flags
     assert (project / "trial_1" / "checkpoints" / "best.weights.h5").exists()
     table = result.stdout[result.stdout.index("trial_id"):].splitlines()
     assert "val_gm_f1" in table[0] and "status" in table[0] and table[1].startswith("0 ")
@@ -168,7 +169,7 @@ def test_resume_with_other_pipeline_flags_is_refused(random_search):
 
 def test_hyperband_continues_its_best_trial(demo_root, demo_shards, tmp_path):
     # --full_epochs=3, factor 3: three 1-epoch trials, then the best continues to 3 epochs.
-    result = _search(["--flagfile=demo.flags", *SMOKE, "--full_epochs=3", f"--raw_dir={demo_root}",
+    result = _search([*SHORT, "--full_epochs=3", f"--raw_dir={demo_root}",
                       f"--data_dir={demo_shards}", "--tuner=hyperband", "--max_trials=4",
                       f"--directory={tmp_path}"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

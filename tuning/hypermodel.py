@@ -1,6 +1,6 @@
-"""KerasTuner searches over the image pipeline's own model builder, inputs and training phases.
+"""KerasTuner searches over a task pipeline's own model builder, inputs and training phases.
 
-One trial is one pipeline training run: `pipelines.training.train` (head phase, then full phase) on
+One trial is one pipeline training run: `pipelines.core.training.train` (head phase, then full phase) on
 the base Config (flagfile + flags) with the trial's hyperparameters, in the trial's own workdir
 <project>/trial_<id>/ (keras-tuner's trial.json beside the pipeline's checkpoints, BackupAndRestore
 state and TensorBoard curves), so an interrupted trial resumes where it stopped. Hyperparameters
@@ -19,10 +19,10 @@ import keras_tuner
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from models import backbones, classifier
-from pipelines import distribute, image_classification, training
-from pipelines.config import OPTIMIZERS, Config, ConfigError
-from pipelines.image_classification import TaskSpec
+from models import backbones
+from pipelines.core import context as run_context
+from pipelines.core import distribute, runner, training
+from pipelines.core.config import OPTIMIZERS, Config, ConfigError
 
 # The search space; `SearchSpace` overrides any of these. Each range is widened to include the
 # base config's value, the hyperparameter's default, so that the first trial is the flagfile run.
@@ -113,29 +113,22 @@ def trial_config(base: Config, values: dict, workdir: str) -> Config:
         label_smoothing=values.get("label_smoothing", base.label_smoothing)).validate()
 
 
-class ImageClassifierHyperModel(keras_tuner.HyperModel):
-    """`build` = models.classifier.build_image_classifier; `fit` = one pipeline training run.
+class TaskHyperModel(keras_tuner.HyperModel):
+    """`build` = the task's model builder; `fit` = one pipeline training run.
 
     The tuner's own callbacks (its per-epoch checkpoint) are not used: the pipeline keeps the
     trial's best checkpoint in <project>/trial_<id>/checkpoints/ itself."""
 
-    def __init__(self, config: Config, manifest: dict, objective: training.Objective,
-                 strategy: tf.distribute.Strategy, project_dir: str, weights: str | None = None,
-                 precision: str = "float32", space: SearchSpace = SearchSpace()):
-        super().__init__(name=config.task)
-        self.config = config
-        self.manifest = manifest
-        self.class_names = tuple(manifest["class_names"])
-        self.objective = objective
-        self.strategy = strategy
+    def __init__(self, context: run_context.Context, project_dir: str, space: SearchSpace = SearchSpace()):
+        super().__init__(name=context.task.name)
+        self.context = context
+        self.config = context.config
         self.project_dir = project_dir
-        self.weights = weights
-        self.precision = precision
         self.space = space
-        self.block_count = len(backbones.get_spec(config.backbone).blocks)
-        if config.unfreeze_top_blocks > self.block_count:
-            raise ConfigError(f"--unfreeze_top_blocks={config.unfreeze_top_blocks}: backbone "
-                              f"{config.backbone} has {self.block_count} blocks")
+        self.block_count = len(backbones.get_spec(self.config.backbone).blocks)
+        if self.config.unfreeze_top_blocks > self.block_count:
+            raise ConfigError(f"--unfreeze_top_blocks={self.config.unfreeze_top_blocks}: backbone "
+                              f"{self.config.backbone} has {self.block_count} blocks")
 
     def trial_dir(self, trial_id: str) -> str:
         """keras-tuner's own folder of the trial (trial.json) is also its pipeline workdir."""
@@ -144,12 +137,9 @@ class ImageClassifierHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         values = declare_hyperparameters(hp, self.config, self.block_count, self.space)
         # The tuner calls keras.backend.clear_session() before each build, which resets Keras'
-        # global dtype policy and seed: set both again, as a pipeline run does once.
-        distribute.set_precision(self.precision)
-        keras.utils.set_random_seed(self.config.seed)
-        return classifier.build_image_classifier(self.config.backbone, len(self.class_names),
-                                                 self.config.image_size, dropout=values["dropout"],
-                                                 weights=self.weights)
+        # global dtype policy (and the seed, which build_model sets): set it again.
+        distribute.set_precision(self.context.precision)
+        return run_context.build_model(self.context, dataclasses.replace(self.config, dropout=values["dropout"]))
 
     def fit(self, hp, model, *args, trial_id: str, **kwargs):
         values = hp.values
@@ -157,10 +147,10 @@ class ImageClassifierHyperModel(keras_tuner.HyperModel):
         _claim_workdir(config.workdir, values)
         continued = values.get("tuner/trial_id")
         if continued:
-            model.load_weights(image_classification.final_weights_path(self.trial_dir(continued)))
-        data = image_classification.training_data(config, self.manifest, self.class_names)
-        state = training.train(config, model, data, self.objective, self.strategy)
-        name = objective_name(self.objective)
+            model.load_weights(runner.final_weights_path(self.trial_dir(continued)))
+        data = run_context.training_data(self.context, config)
+        state = training.train(config, model, data, self.context.task, self.context.strategy)
+        name = objective_name(self.context.task)
         log_dir = os.path.join(self.project_dir, "tensorboard", trial_id)
         with tf.summary.create_file_writer(log_dir).as_default():
             hparams_api.hparams(flag_values(values), trial_id=trial_id)
@@ -184,9 +174,9 @@ def _claim_workdir(workdir: str, values: dict) -> None:
         json.dump(values, handle, indent=2)
 
 
-def objective_name(objective: training.Objective) -> str:
+def objective_name(task) -> str:
     """The name ValidationMetrics gives the task's objective in the epoch logs."""
-    return f"val_{objective.name}"
+    return f"val_{task.objective}"
 
 
 class _DefaultsFirst:
@@ -224,12 +214,12 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         return super().run_trial(trial, *args, trial_id=trial.trial_id, **kwargs)
 
 
-def make_tuner(kind: str, hypermodel: ImageClassifierHyperModel, max_trials: int, directory: str,
+def make_tuner(kind: str, hypermodel: TaskHyperModel, max_trials: int, directory: str,
                project_name: str, strategy: tf.distribute.Strategy, seed: int = 0,
                num_initial_points: int | None = None) -> TwoPhaseTuner:
     """A tuner that reloads an existing project (overwrite=False): finished trials are kept, an
     interrupted one is run again in its workdir, where the pipeline resumes it."""
-    objective = keras_tuner.Objective(objective_name(hypermodel.objective), direction="max")
+    objective = keras_tuner.Objective(objective_name(hypermodel.context.task), direction="max")
     if kind == "random":
         oracle = RandomSearchOracle(objective, max_trials=max_trials, seed=seed)
     elif kind == "bayesian":
@@ -249,25 +239,20 @@ def make_tuner(kind: str, hypermodel: ImageClassifierHyperModel, max_trials: int
                          directory=directory, project_name=project_name, overwrite=False)
 
 
-def search(config: Config, task: TaskSpec, flagfile_text: str, tuner_kind: str, max_trials: int,
+def search(config: Config, task, flagfile_text: str, tuner_kind: str, max_trials: int,
            directory: str, project_name: str, space: SearchSpace = SearchSpace(),
            num_initial_points: int | None = None) -> dict:
     """Runs (or resumes, or extends) a search; prints the trial table and writes the best trial
     as <directory>/<project_name>/best.flags. `flagfile_text` is the base run's effective flags."""
     project_dir = os.path.join(directory, project_name)
     search_record = _check_same_search(project_dir, tuner_kind, flagfile_text)
-    weights = backbones.resolve_weights(config.backbone, config.weights)  # fail before preprocessing
     if config.pseudo_label_rounds:
         print(f"note: trials tune the supervised phases only (the first teacher); best.flags keeps "
               f"--pseudo_label_rounds={config.pseudo_label_rounds}")
-    manifest = image_classification.prepare_data(config)
-    precision = distribute.set_precision(config.precision)
-    strategy = distribute.make_strategy(config.strategy)
-    print(f"{project_name}: {tuner_kind} search, {strategy.num_replicas_in_sync} replica(s) "
-          f"({type(strategy).__name__}), precision {precision}")
-    hypermodel = ImageClassifierHyperModel(config, manifest, task.objective, strategy, project_dir,
-                                           weights, precision, space)
-    tuner = make_tuner(tuner_kind, hypermodel, max_trials, directory, project_name, strategy,
+    context = run_context.prepare(config, task)  # the pipeline's own set-up: weights, data, precision, strategy
+    print(f"{project_name}: {tuner_kind} search")
+    hypermodel = TaskHyperModel(context, project_dir, space)
+    tuner = make_tuner(tuner_kind, hypermodel, max_trials, directory, project_name, context.strategy,
                        config.seed, num_initial_points)
     _report_resume(tuner.oracle, max_trials)
     with open(os.path.join(project_dir, "search.json"), "w") as handle:
@@ -277,7 +262,7 @@ def search(config: Config, task: TaskSpec, flagfile_text: str, tuner_kind: str, 
     except RuntimeError as error:  # keras-tuner stops after consecutive failed trials
         raise SearchError(f"search stopped: {error}") from None
     trials = sorted(tuner.oracle.trials.values(), key=lambda trial: int(trial.trial_id))
-    name = objective_name(task.objective)
+    name = objective_name(task)
     print(format_trials(trials, name))
     for trial in trials:
         if trial.status == "FAILED" and trial.message:

@@ -17,12 +17,10 @@ import sys
 
 from absl import app, flags, logging
 
-from pipelines import flags as pipeline_flags
-from pipelines.config import ConfigError
+from pipelines import TASK_MODULES, load_task
+from pipelines.core import flags as pipeline_flags
 
-PIPELINES = ("spam",)
-
-flags.DEFINE_enum("pipeline", None, PIPELINES, "The pipeline whose training is tuned.")
+flags.DEFINE_enum("pipeline", None, list(TASK_MODULES), "The pipeline whose training is tuned.")
 flags.DEFINE_enum("tuner", "random", ["random", "bayesian", "hyperband"],
                   "hyperband: the full phase's epochs are its budget, up to --full_epochs.")
 flags.DEFINE_integer("max_trials", 10, "Trials in all, earlier runs of the search included.")
@@ -34,36 +32,40 @@ flags.mark_flags_as_required(["pipeline", "directory"])
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.max_trials < 1:
-        raise app.UsageError(f"--max_trials must be >= 1, got {FLAGS.max_trials}")
-    logging.set_verbosity(logging.WARNING)
-    # TensorFlow is imported here, not at the top: preprocessing workers re-import this module.
-    from models.backbones import WeightsUnavailableError
-    from pipelines import tasks
-    from preprocess.readers import LayoutError
-    from tuning import hypermodel
+def main(task, run_flags: list[str]):
+    def search(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        if FLAGS.max_trials < 1:
+            raise app.UsageError(f"--max_trials must be >= 1, got {FLAGS.max_trials}")
+        logging.set_verbosity(logging.WARNING)
+        # TensorFlow is imported here, not at the top: preprocessing workers re-import this module.
+        from pipelines.core import cli
+        from tuning import hypermodel
 
-    task = {"spam": tasks.SPAM}[FLAGS.pipeline]
-    project_name = FLAGS.project_name or f"{FLAGS.pipeline}_{FLAGS.tuner}"
-    if not FLAGS.workdir:  # the best trial's flagfile trains in it
-        FLAGS.workdir = os.path.join(FLAGS.directory, project_name, "best")
-    try:
-        config = pipeline_flags.config_from_flags(FLAGS.pipeline)
-        hypermodel.search(config, task, pipeline_flags.effective_flags(), FLAGS.tuner, FLAGS.max_trials,
-                          FLAGS.directory, project_name, num_initial_points=FLAGS.num_initial_points)
-    except (ConfigError, FileNotFoundError, LayoutError, WeightsUnavailableError,
-            hypermodel.SearchError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        project_name = FLAGS.project_name or f"{FLAGS.pipeline}_{FLAGS.tuner}"
+        if not FLAGS.workdir:  # the best trial's flagfile trains in it
+            FLAGS.workdir = os.path.join(FLAGS.directory, project_name, "best")
+        try:
+            config = pipeline_flags.config_from_flags(task.name, task.Options)
+            hypermodel.search(config, task, pipeline_flags.effective_flags(run_flags), FLAGS.tuner,
+                              FLAGS.max_trials, FLAGS.directory, project_name,
+                              num_initial_points=FLAGS.num_initial_points)
+        except (*cli.USER_ERRORS, hypermodel.SearchError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    return search
 
 
 def _pipeline(argv: list[str]) -> str:
-    """--pipeline, needed before absl parses the flags: it names the experiments/ folder."""
+    """--pipeline, needed before absl parses the flags: it names the task (its flags, and its
+    experiments/ folder)."""
     return next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--pipeline=")), "")
 
 
 if __name__ == "__main__":
-    pipeline_flags.run(main, _pipeline(sys.argv))
+    name = _pipeline(sys.argv)
+    task = load_task(name) if name in TASK_MODULES else None  # only the chosen task is imported
+    run_flags = pipeline_flags.define(task.Options if task else None)
+    pipeline_flags.run(main(task, run_flags), name)

@@ -1,5 +1,6 @@
 """Semi-supervised rounds: a teacher pseudo-labels the unlabeled split, a noisy student learns from
 labeled + pseudo-labeled data and becomes the next teacher (Noisy Student, simplified).
+`run_rounds` is the loop; the rest are its parts.
 
 The whole selection rule is `select`: confidence mask -> class balance against the labeled prior ->
 hard or soft targets. Balancing is what keeps pseudo-labels from collapsing onto the majority class
@@ -21,7 +22,9 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from pipelines import inputs
+from pipelines.core import context as run_context
+from pipelines.core import inputs, training
+from pipelines.core.config import ConfigError
 from preprocess import schema
 
 
@@ -150,3 +153,76 @@ def format_rounds(rounds: list[dict], metric: str) -> str:
 def labeled_prior(manifest: dict) -> np.ndarray:
     histogram = manifest["splits"]["train"]["class_histogram"]
     return np.array([histogram.get(name, 0) for name in manifest["class_names"]], np.float64)
+
+
+def run_rounds(context: run_context.Context, teacher_state: dict) -> list[dict]:
+    """Teacher -> pseudo-label shards -> noisy student, `config.pseudo_label_rounds` times; each
+    round lives in <workdir>/pseudo/round_N/ and resumes there. Writes final.weights.h5: the round
+    with the best validation objective (round 0 is the supervised teacher)."""
+    config, task, manifest, class_names = context.config, context.task, context.manifest, context.class_names
+    unlabeled_paths = context.paths("unlabeled")
+    if not unlabeled_paths:
+        raise ConfigError(f"--pseudo_label_rounds needs an unlabeled split; {config.data_dir} has none")
+    metric = task.objective
+    thresholds = np.array(config.pseudo_class_thresholds or [config.pseudo_threshold])
+    if len(thresholds) not in (1, len(class_names)):
+        raise ConfigError(f"--pseudo_class_thresholds needs {len(class_names)} values, got {len(thresholds)}")
+    log_dir = os.path.join(config.workdir, "tensorboard", "pseudo_labels")
+    teacher_weights = os.path.join(config.workdir, "checkpoints", "best.weights.h5")
+    rounds = [{"round": 0, "val": teacher_state["value"], "weights": teacher_weights}]
+    for round_index in range(1, config.pseudo_label_rounds + 1):
+        round_dir = os.path.join(config.workdir, "pseudo", f"round_{round_index}")
+        pseudo_dir = os.path.join(round_dir, "pseudo_labels")
+        pseudo_manifest_path = os.path.join(pseudo_dir, "manifest.json")
+        if os.path.exists(pseudo_manifest_path):
+            with open(pseudo_manifest_path) as handle:
+                pseudo_manifest = json.load(handle)
+        else:
+            pseudo_manifest = _label_round(context, teacher_weights, unlabeled_paths, thresholds, round_index,
+                                           pseudo_dir, log_dir)
+        student_config = config.student(round_dir)
+        student = run_context.build_model(context, student_config)
+        pseudo_paths = [os.path.join(pseudo_dir, name) for name in pseudo_manifest["shards"]]
+        data = run_context.training_data(context, student_config, pseudo_paths, pseudo_manifest["records"],
+                                         strong_augmentation=config.student_randaugment)
+        print(f"round {round_index}: student on {manifest['splits']['train']['records']} labeled + "
+              f"{pseudo_manifest['records']} pseudo-labeled images")
+        state = training.train(student_config, student, data, task, context.strategy)
+        teacher_weights = os.path.join(round_dir, "checkpoints", "best.weights.h5")
+        rounds.append({"round": round_index, "val": state["value"], "weights": teacher_weights,
+                       "accepted": pseudo_manifest["accepted"], "written": pseudo_manifest["records"],
+                       "per_class": pseudo_manifest["per_class"]})
+        with tf.summary.create_file_writer(log_dir).as_default():
+            tf.summary.scalar(f"teacher_val_{metric}", rounds[-2]["val"], step=round_index)
+            tf.summary.scalar(f"student_val_{metric}", state["value"], step=round_index)
+    best = max(rounds, key=lambda entry: entry["val"])
+    shutil.copyfile(best["weights"], os.path.join(config.workdir, "checkpoints", "final.weights.h5"))
+    print(format_rounds(rounds, metric))
+    print(f"final model: round {best['round']} (val {metric} {best['val']:.4f})")
+    return rounds
+
+
+def _label_round(context, teacher_weights, unlabeled_paths, thresholds, round_index, pseudo_dir,
+                 log_dir) -> dict:
+    """The teacher's predictions on the unlabeled split -> `select` -> pseudo-label shards."""
+    config, manifest, class_names = context.config, context.manifest, context.class_names
+    teacher = run_context.build_model(context, pretrained=False)
+    teacher.load_weights(teacher_weights)
+    probabilities = run_context.predict(context, teacher, unlabeled_paths,
+                                        f"round {round_index}: teacher").probabilities
+    selection = select(probabilities, labeled_prior(manifest), thresholds,
+                       balance=config.pseudo_balance == "prior", soft=config.pseudo_labels == "soft",
+                       max_duplication=config.pseudo_max_duplication)
+    per_class = {name: {"predicted": int(selection.predicted[index]),
+                        "confident": int(selection.confident[index]),
+                        "acceptance_rate": round(float(selection.acceptance_rate[index]), 4),
+                        "written": int(selection.written[index])}
+                 for index, name in enumerate(class_names)}
+    info = {"round": round_index, "teacher_weights": teacher_weights, "thresholds": thresholds.tolist(),
+            "balance": config.pseudo_balance, "labels": config.pseudo_labels,
+            "unlabeled": len(probabilities), "accepted": int(selection.confident.sum()), "per_class": per_class}
+    log_selection(log_dir, round_index, selection, probabilities.max(axis=1), class_names)
+    print(f"round {round_index}: teacher accepted {info['accepted']} of {len(probabilities)} unlabeled "
+          "images; per class " + ", ".join(f"{name} {entry['confident']}->{entry['written']}"
+                                           for name, entry in per_class.items()))
+    return write_pseudo_shards(unlabeled_paths, selection, pseudo_dir, config.sharding.num_shards, info)

@@ -1,7 +1,7 @@
-"""The two training phases every image pipeline shares: head warm-up, then fine-tuning.
+"""The two training phases every pipeline shares: head warm-up, then fine-tuning.
 
-Phase 1 trains the new head on a frozen backbone (BatchNorm in inference mode); phase 2 unfreezes the
-whole backbone or its top N blocks with its own optimizer and learning rate. Each phase has its own
+Phase 1 trains the new head on frozen encoders (BatchNorm in inference mode); phase 2 unfreezes the
+encoders (or the image backbone's top N blocks) with its own optimizer and learning rate. Each phase has its own
 BackupAndRestore directory, and a finished phase leaves a marker, so a killed run resumes in the right
 phase at the right epoch. The best weights over both phases are chosen on the task's validation
 metric computed over the whole validation set.
@@ -12,15 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from models import classifier
-from pipelines import callbacks as pipeline_callbacks
-from pipelines.config import Config, Phase
+from pipelines.core import callbacks as pipeline_callbacks
+from pipelines.core.config import Config, Phase
+from pipelines.core.splits import Split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,35 +28,11 @@ class TrainingData:
     """What the phases need from the input side, already built by the pipeline."""
 
     train: tf.data.Dataset
-    val: tf.data.Dataset
-    val_labels: np.ndarray
+    val: tf.data.Dataset  # a padded inputs.predict_dataset
+    val_truth: Split
     class_names: tuple[str, ...]
     class_weight: dict[int, float] | None = None
     sample_images: tf.Tensor | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-    """The validation metric that picks checkpoints: name, y_true/y_pred -> float, higher is better.
-
-    `plateau_name`/`plateau_fn`, when given, is what the learning-rate schedule and early stopping
-    watch instead: a geometric mean stays at 0 while any one class is never predicted right, so
-    early in training it is flat while the model improves, and a plateau rule on it would cut the
-    learning rate and stop a run that is still learning (seen on the demo with 64 labels)."""
-
-    name: str
-    fn: Callable[[np.ndarray, np.ndarray], float]
-    plateau_name: str | None = None
-    plateau_fn: Callable[[np.ndarray, np.ndarray], float] | None = None
-
-    def metrics(self) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
-        """Every validation metric to log, the objective first."""
-        extra = {self.plateau_name: self.plateau_fn} if self.plateau_name else {}
-        return {self.name: self.fn, **extra}
-
-    @property
-    def plateau_monitor(self) -> str:
-        return f"val_{self.plateau_name or self.name}"
 
 
 def make_optimizer(phase: Phase) -> keras.optimizers.Optimizer:
@@ -65,22 +41,28 @@ def make_optimizer(phase: Phase) -> keras.optimizers.Optimizer:
     return keras.optimizers.AdamW(phase.learning_rate, weight_decay=phase.weight_decay)
 
 
-def compile_for_phase(model: keras.Model, phase: Phase, label_smoothing: float) -> None:
+def compile_for_phase(model: keras.Model, task, phase: Phase, config: Config) -> None:
     """Under a mixed_float16 policy Keras wraps the optimizer in a LossScaleOptimizer itself."""
-    model.compile(
-        optimizer=make_optimizer(phase),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
+    model.compile(optimizer=make_optimizer(phase), loss=task.loss(config), metrics=task.train_metrics())
 
 
-def train(config: Config, model: keras.Model, data: TrainingData, objective: Objective,
+def set_phase(model: keras.Model, task, phase_name: str, unfreeze_top_blocks: int = 0) -> None:
+    """Head phase: the task's encoders frozen (a frozen Keras 3 BatchNormalization runs in
+    inference mode). Full phase: every encoder trainable, or only the image backbone's top N
+    blocks when `unfreeze_top_blocks` is set."""
+    for encoder in task.encoders(model):
+        encoder.trainable = phase_name != "head"
+    if phase_name != "head" and "backbone" in {layer.name for layer in model.layers}:
+        classifier.unfreeze_backbone(model, unfreeze_top_blocks or None)
+
+
+def train(config: Config, model: keras.Model, data: TrainingData, task,
           strategy: tf.distribute.Strategy) -> dict:
     """Runs (or resumes) both phases; returns the best checkpoint's state. Weights of the best
     epoch are left in <workdir>/checkpoints/best.weights.h5."""
     checkpoint_dir = os.path.join(config.workdir, "checkpoints")
     os.makedirs(checkpoint_dir, exist_ok=True)
-    best = pipeline_callbacks.BestCheckpoint(checkpoint_dir, f"val_{objective.name}")
+    best = pipeline_callbacks.BestCheckpoint(checkpoint_dir, f"val_{task.objective}")
     phases = [("head", config.head, 0), ("full", config.full, config.head.epochs)]
     for name, phase, first_epoch in phases:
         done_marker = os.path.join(checkpoint_dir, f"{name}.done")
@@ -92,11 +74,8 @@ def train(config: Config, model: keras.Model, data: TrainingData, objective: Obj
         if phase.epochs == 0:
             continue
         with strategy.scope():
-            if name == "head":
-                classifier.freeze_backbone(model)
-            else:
-                classifier.unfreeze_backbone(model, config.unfreeze_top_blocks or None)
-            compile_for_phase(model, phase, config.label_smoothing)
+            set_phase(model, task, name, config.unfreeze_top_blocks)
+            compile_for_phase(model, task, phase, config)
         trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
         print(f"phase {name}: epochs {first_epoch + 1}-{first_epoch + phase.epochs}, "
               f"{phase.optimizer} lr {phase.learning_rate:g}, {trainable:,} trainable parameters")
@@ -106,7 +85,7 @@ def train(config: Config, model: keras.Model, data: TrainingData, objective: Obj
             epochs=first_epoch + phase.epochs,
             class_weight=data.class_weight,
             shuffle=False,  # the dataset shuffles itself; Keras would only warn that it cannot
-            callbacks=_phase_callbacks(config, name, data, objective, best),
+            callbacks=phase_callbacks(config, name, data, task, best),
             verbose=2 if os.environ.get("CI") else 1,
         )
         model.save_weights(last_weights)
@@ -118,15 +97,19 @@ def train(config: Config, model: keras.Model, data: TrainingData, objective: Obj
     return state
 
 
-def _phase_callbacks(config, name, data, objective, best) -> list[keras.callbacks.Callback]:
+def phase_callbacks(config, name, data, task, best) -> list[keras.callbacks.Callback]:
+    """The plateau rules watch `task.plateau_metric`, the checkpoint `task.objective`: a geometric
+    mean stays at 0 while any one class is never predicted right, so early in training it is flat
+    while the model improves, and a plateau rule on it would cut the learning rate and stop a run
+    that is still learning (seen on the spam demo with 64 labels)."""
     log_dir = os.path.join(config.workdir, "tensorboard", name)
-    monitor = objective.plateau_monitor
+    monitor = f"val_{task.plateau_metric}"
     return [
         keras.callbacks.BackupAndRestore(os.path.join(config.workdir, "backup", name)),
         keras.callbacks.TerminateOnNaN(),
         # Metrics first: the callbacks after it read val_<metric> from the same logs dict.
-        pipeline_callbacks.ValidationMetrics(data.val, data.val_labels, data.class_names,
-                                             objective.metrics(), log_dir, data.sample_images),
+        pipeline_callbacks.ValidationMetrics(data.val, data.val_truth, task, data.class_names, log_dir,
+                                             data.sample_images),
         best,
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.2,
                                           patience=config.reduce_lr_patience, min_lr=1e-7),

@@ -1,8 +1,10 @@
 """tf.data input functions, one per purpose: training, prediction (evaluation predicts too), and
-labels only.
+the truth of a split (keys, input rows, labels; no decoding).
 
-Fixed order (DESIGN.md): interleave shards -> parse -> decode+resize -> (cache) -> shuffle -> map
-(augment) -> batch -> prefetch. Departure: no repeat(); each Keras epoch is one full pass over the
+What a record becomes is the task's: `features(record)` -> a dict of model inputs (the decoded
+image, token ids...) and `target(record)` -> its target; these functions only arrange them.
+Fixed order (DESIGN.md): interleave shards -> parse -> features (decode+resize) -> (cache) ->
+shuffle -> batch -> map (augment the batch's image) -> prefetch. Departure: no repeat(); each Keras epoch is one full pass over the
 split (steps_per_epoch caps it in smoke runs via take()), which keeps BackupAndRestore's epoch
 numbering exact. Augmentation runs on whole batches (vectorised) and never on val/test. Every
 dataset knows its number of batches (from the manifests' record counts).
@@ -10,10 +12,13 @@ dataset knows its number of batches (from the manifests' record counts).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from pipelines.core.splits import Split
 from preprocess import schema
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -21,7 +26,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 def serialized_records(paths: list[str], shuffle_seed: int | None = None) -> tf.data.Dataset:
     """Serialized records from several shards read in parallel. Unshuffled, the order is fixed and
-    shared by every input function here (predictions line up with keys_and_labels and with
+    shared by every input function here (predictions line up with read_split and with
     anything else that streams the same shards through this function)."""
     if not paths:
         raise ValueError("no shards to read: the split is empty")
@@ -32,7 +37,8 @@ def serialized_records(paths: list[str], shuffle_seed: int | None = None) -> tf.
                             num_parallel_calls=AUTOTUNE, deterministic=shuffle_seed is None)
 
 
-def _records(paths: list[str], shuffle_seed: int | None = None) -> tf.data.Dataset:
+def records(paths: list[str], shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """Parsed records (schema.parse) of the shards, in the order of serialized_records."""
     return serialized_records(paths, shuffle_seed).map(schema.parse, num_parallel_calls=AUTOTUNE,
                                                        deterministic=shuffle_seed is None)
 
@@ -70,23 +76,36 @@ def make_augmenter(flip: bool, zoom: float, shift: float, seed: int,
     return keras.Sequential(layers, name="augment") if layers else None
 
 
-def train_dataset(paths: list[str], image_size: int, batch_size: int, num_classes: int, records: int,
-                  augmenter=None, seed: int = 0, cache: bool = False, steps: int | None = None) -> tf.data.Dataset:
-    """(float32 images in [0, 255], target distributions) batches, shuffled and augmented.
+FeatureFn = Callable[[dict], dict]
 
-    The target is the one-hot main label, or a teacher's soft labels where a pseudo-label shard
-    has them, so labeled and pseudo-labeled shards mix in one dataset. `records` (the shards'
-    record count, from their manifest) gives the dataset its true number of batches, so Keras
-    shows real step counts instead of "Unknown"; a count that does not match the shards is an
-    error at the end of the first epoch."""
-    batches = records // batch_size
+
+def _features(features: FeatureFn) -> FeatureFn:
+    """A task's features() applied to a parsed record (its raw fields are image bytes and text)."""
+    return lambda record: features({"image_bytes": record["image_bytes"], "text": record["text"]})
+
+
+def float_image(batch: dict) -> dict:
+    """Images travel as uint8 (a cache 4x smaller) and become float32 per batch, for the model."""
+    if "image" not in batch:
+        return batch
+    return {**batch, "image": tf.cast(batch["image"], tf.float32)}
+
+
+def train_dataset(paths: list[str], features: FeatureFn, target: Callable[[dict], tf.Tensor],
+                  batch_size: int, records_count: int, augmenter=None, seed: int = 0,
+                  cache: bool = False, steps: int | None = None) -> tf.data.Dataset:
+    """(features, target) batches, shuffled, the images augmented.
+
+    `records_count` (the shards' record count, from their manifest) gives the dataset its true
+    number of batches, so Keras shows real step counts instead of "Unknown"; a count that does
+    not match the shards is an error at the end of the first epoch."""
+    batches = records_count // batch_size
     if batches == 0:
-        raise ValueError(f"{records} training records make no whole batch of {batch_size}: "
+        raise ValueError(f"{records_count} training records make no whole batch of {batch_size}: "
                          "lower --batch_size")
-    dataset = _records(paths, shuffle_seed=seed)
-    dataset = dataset.map(lambda features: (decode_and_resize(features["image_bytes"], image_size),
-                                            _target(features, num_classes)),
-                          num_parallel_calls=AUTOTUNE)
+    to_features = _features(features)
+    dataset = records(paths, shuffle_seed=seed).map(
+        lambda record: (to_features(record), target(record)), num_parallel_calls=AUTOTUNE)
     if cache:
         dataset = dataset.cache()
     dataset = dataset.shuffle(max(4 * batch_size, 1024), seed=seed, reshuffle_each_iteration=True)
@@ -95,23 +114,18 @@ def train_dataset(paths: list[str], image_size: int, batch_size: int, num_classe
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     if steps:
         dataset = dataset.take(steps)
-    dataset = dataset.map(lambda images, labels: (tf.cast(images, tf.float32), labels),
-                          num_parallel_calls=AUTOTUNE)
+    dataset = dataset.map(lambda batch, targets: (float_image(batch), targets), num_parallel_calls=AUTOTUNE)
     if augmenter is not None:
-        dataset = dataset.map(lambda images, labels: (augmenter(images, training=True), labels),
-                              num_parallel_calls=AUTOTUNE)
+        dataset = dataset.map(
+            lambda batch, targets: ({**batch, "image": augmenter(batch["image"], training=True)}, targets),
+            num_parallel_calls=AUTOTUNE)
     return dataset.prefetch(AUTOTUNE)
 
 
-def _target(features: dict, num_classes: int) -> tf.Tensor:
-    soft = features["soft_labels"]
-    return tf.cond(tf.size(soft) == num_classes, lambda: tf.ensure_shape(soft, [num_classes]),
-                   lambda: tf.one_hot(features["label"], num_classes))
-
-
-def predict_dataset(paths: list[str], image_size: int, batch_size: int, records: int) -> tf.data.Dataset:
-    """Images only, in shard order (the order `keys_and_labels` returns), in whole batches: the
-    last one is padded with black images up to `batch_size`. Take the first `records` outputs.
+def predict_dataset(paths: list[str], features: FeatureFn, batch_size: int, records_count: int) -> tf.data.Dataset:
+    """Features only, in shard order (the order `read_split` returns), in whole batches: the last
+    one is padded with all-zero records up to `batch_size`. Keep the first `records_count`
+    outputs (`without_padding`).
 
     Why the padding: a distribution strategy splits each global batch among its replicas, and
     how tf.data rebatches depends on the graph: a short last batch of 8 at batch 16 over 2
@@ -119,31 +133,33 @@ def predict_dataset(paths: list[str], image_size: int, batch_size: int, records:
     TensorFlow's oneDNN Conv2D (on by default on CPUs with AVX512-VNNI or AMX) returns a wrongly
     shaped result for an empty input, which crashes the next layer. With whole batches no replica
     is ever empty, on any CPU or GPU."""
-    padding = -records % batch_size
-    images = _records(paths).map(lambda features: decode_and_resize(features["image_bytes"], image_size),
-                                 num_parallel_calls=AUTOTUNE)
+    padding = -records_count % batch_size
+    dataset = records(paths).map(_features(features), num_parallel_calls=AUTOTUNE)
     if padding:
-        images = images.concatenate(tf.data.Dataset.from_tensors(
-            tf.zeros([image_size, image_size, 3], tf.uint8)).repeat(padding))
-    dataset = images.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality((records + padding) // batch_size))
-    return dataset.map(lambda batch: tf.cast(batch, tf.float32)).prefetch(AUTOTUNE)
+        zeros = dataset.take(1).map(lambda example: tf.nest.map_structure(tf.zeros_like, example))
+        dataset = dataset.concatenate(zeros.repeat(padding))
+    dataset = dataset.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality((records_count + padding) // batch_size))
+    return dataset.map(float_image, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
-def without_padding(outputs, records: int) -> np.ndarray:
-    """The model outputs of the `records` real records of a `predict_dataset`, as float32."""
-    if len(outputs) < records:
-        raise RuntimeError(f"{len(outputs)} predictions for {records} records")
-    return np.asarray(outputs[:records], np.float32)
+def without_padding(outputs, records_count: int) -> np.ndarray:
+    """The model outputs of the `records_count` real records of a `predict_dataset`, as float32."""
+    if len(outputs) < records_count:
+        raise RuntimeError(f"{len(outputs)} predictions for {records_count} records")
+    return np.asarray(outputs[:records_count], np.float32)
 
 
-def keys_and_labels(paths: list[str]) -> tuple[list[str], np.ndarray]:
-    """Keys and main labels of a split in shard order, without decoding a single image."""
-    keys, labels = [], []
-    for features in _records(paths).map(lambda features: (features["key"], features["label"])).batch(4096):
-        keys.extend(key.decode() for key in features[0].numpy())
-        labels.append(features[1].numpy())
-    return keys, (np.concatenate(labels) if labels else np.zeros([0], np.int64))
+def read_split(paths: list[str]) -> Split:
+    """The truth of the shards' records (keys, input rows, labels) in shard order, without
+    decoding a single image."""
+    keys, indices, labels = [], [], []
+    fields = records(paths).map(lambda record: (record["key"], record["index"], record["labels"]))
+    for key, index, label_ids in fields.ragged_batch(4096):
+        keys.extend(value.decode() for value in key.numpy())
+        indices.append(index.numpy())
+        labels.extend(tuple(int(value) for value in row) for row in label_ids.to_list())
+    return Split(keys, np.concatenate(indices) if indices else np.zeros([0], np.int64), labels)
 
 
 def class_weights(histogram: dict[str, int], class_names) -> dict[int, float]:

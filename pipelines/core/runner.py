@@ -1,0 +1,91 @@
+"""`train_and_evaluate(config, task)`: the one run every task's entry point makes.
+
+shards -> two-phase training (-> pseudo-label rounds) -> validation report and decision rule ->
+test outputs -> exported model, as much of it as `--mode` asks for. What differs between tasks is
+the task object (pipelines/core/task.py), never a copy of this.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from pipelines.core import context as run_context
+from pipelines.core import export, inputs, pseudo_label, training
+from pipelines.core.config import Config
+
+DECISION = "decision.json"  # the task's decision rule, fixed on validation, beside the final weights
+
+
+def train_and_evaluate(config: Config, task, flagfile_text: str = "") -> dict:
+    """Everything `--mode` asks for; returns what metrics.json holds."""
+    started = time.monotonic()
+    os.makedirs(config.workdir, exist_ok=True)
+    if flagfile_text:
+        with open(os.path.join(config.workdir, run_record_name(config.mode)), "w") as handle:
+            handle.write(flagfile_text)
+    context = run_context.prepare(config, task)
+    model = run_context.build_model(context)
+    metrics_path = os.path.join(config.workdir, "metrics.json")
+    results = _read_json(metrics_path) if config.mode != "all" else {}
+    results.update({"task": task.name, "precision": context.precision,
+                    "replicas": context.strategy.num_replicas_in_sync})
+    checkpoints = os.path.join(config.workdir, "checkpoints")
+
+    if config.mode in ("all", "train"):
+        data = run_context.training_data(context)
+        results["best_checkpoint"] = training.train(config, model, data, task, context.strategy)
+        if config.pseudo_label_rounds:
+            results["pseudo_label_rounds"] = pseudo_label.run_rounds(context, results["best_checkpoint"])
+        elif os.path.exists(os.path.join(checkpoints, "final.weights.h5")):
+            os.remove(os.path.join(checkpoints, "final.weights.h5"))  # a stale round's choice
+    final_weights = final_weights_path(config.workdir)
+    if not os.path.exists(final_weights):
+        raise FileNotFoundError(f"{final_weights} not found: train first (--mode=train or all)")
+    model.load_weights(final_weights)
+
+    decision_path = os.path.join(checkpoints, DECISION)
+    if config.mode in ("all", "train", "evaluate"):
+        truth = inputs.read_split(context.paths("val"))
+        probabilities = run_context.predict(context, model, context.paths("val"), "evaluating val").probabilities
+        decision = task.decide(truth, probabilities, config)
+        with open(decision_path, "w") as handle:
+            json.dump(decision, handle, indent=2)
+        results["decision"] = decision
+        results["validation"] = task.report(truth, probabilities, context.class_names, decision)
+        print(task.format_report(results["validation"], context.class_names))
+    else:
+        decision = _read_json(decision_path)
+    if config.mode in ("all", "predict"):
+        predictions = run_context.predict(context, model, context.paths("test"))
+        results["test"] = task.write_outputs(config, context.manifest, model, predictions, decision)
+    if config.mode in ("all", "train"):
+        results["export"] = export.export_model(model, task, config, decision)
+    results["seconds"] = round(time.monotonic() - started, 1)
+    with open(metrics_path, "w") as handle:
+        json.dump(results, handle, indent=2)
+    print(f"{task.name}: outputs in {config.workdir} (metrics.json, flags.txt, checkpoints/, "
+          f"tensorboard/, the task's outputs and export/); "
+          f"watch with: tensorboard --logdir {os.path.join(config.workdir, 'tensorboard')}")
+    return results
+
+
+def run_record_name(mode: str) -> str:
+    """flags.txt records the training run (`--flagfile=<workdir>/flags.txt` repeats it); a later
+    --mode=evaluate or predict in the same workdir records its flags beside it, not over it."""
+    return "flags.txt" if mode in ("all", "train") else f"flags.{mode}.txt"
+
+
+def final_weights_path(workdir: str) -> str:
+    """The weights evaluation, prediction and export use: the best pseudo-label round's when rounds
+    ran, else the best checkpoint of supervised training."""
+    chosen = os.path.join(workdir, "checkpoints", "final.weights.h5")
+    return chosen if os.path.exists(chosen) else os.path.join(workdir, "checkpoints", "best.weights.h5")
+
+
+def _read_json(path: str) -> dict:
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        return json.load(handle)

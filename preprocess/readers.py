@@ -1,7 +1,9 @@
 """One reader per raw layout (../shared/TASKS.md): raw files -> writer.Inventory.
 
 Readers only look at metadata and the file system (no decoding): each CSV row becomes an Item or a
-Rejected with its file, line and reason. A file that is malformed as a whole (missing, no header,
+Rejected with its file, line and reason. An Item's `index` is its row's position among the data
+rows of its input (rejected rows counted), so outputs can be written in input order, with a
+fallback in the rows of rejected items. A file that is malformed as a whole (missing, no header,
 wrong columns) raises LayoutError naming the file and what was expected.
 """
 
@@ -119,7 +121,7 @@ def read_spam(raw_dir: str) -> Inventory:
     allowed = set(range(len(SPAM_CLASSES))) | {UNLABELED}
     labeled, unlabeled = [], []
     header, data = _csv_rows(label_path, ("filename", "annotation"), exact=True)
-    for line, fields in data:
+    for row, (line, fields) in enumerate(data):
         rows.input_rows += 1
         source = rows.source(label_path, line)
         values = _fields(rows, source, header, fields)
@@ -133,7 +135,7 @@ def read_spam(raw_dir: str) -> Inventory:
         path = rows.image_path(source, train_dir, values["filename"])
         if path is None or not rows.claim_key(source, values["filename"]):
             continue
-        item = Item(source, path, values["filename"], () if label == UNLABELED else (label,))
+        item = Item(source, path, values["filename"], () if label == UNLABELED else (label,), index=row)
         (unlabeled if label == UNLABELED else labeled).append(item)
 
     test = _spam_test_rows(raw_dir, rows, allowed)
@@ -210,7 +212,7 @@ def read_stickers(raw_dir: str) -> Inventory:
     def read(csv_path: str, base: str, need_tags: bool) -> list[Item]:
         items = []
         header, data = _csv_rows(csv_path, ("package_id", "sticker_id") + (("tags",) if need_tags else ()))
-        for line, fields in data:
+        for row, (line, fields) in enumerate(data):
             rows.input_rows += 1
             source = rows.source(csv_path, line)
             values = _fields(rows, source, header, fields)
@@ -232,7 +234,7 @@ def read_stickers(raw_dir: str) -> Inventory:
             if path is None or not rows.claim_key(source, key):
                 continue
             labels = tuple(dict.fromkeys(tag_index[tag] for tag in raw_tags))
-            items.append(Item(source, path, key, labels, index=len(items)))
+            items.append(Item(source, path, key, labels, index=row))
         return items
 
     labeled = read(os.path.join(train_dir, "train_with_valid_tags.csv"), train_dir, need_tags=True)
@@ -261,7 +263,7 @@ def read_memes(raw_dir: str) -> Inventory:
             continue
         header, data = _csv_rows(path, ("id", "img", "label", "text"))
         items = splits.setdefault(split, [])
-        for line, fields in data:
+        for row, (line, fields) in enumerate(data):
             rows.input_rows += 1
             source = rows.source(path, line)
             values = _fields(rows, source, header, fields)
@@ -275,7 +277,7 @@ def read_memes(raw_dir: str) -> Inventory:
             if image_path is None or not rows.claim_key(source, values["id"]):
                 continue
             labels = () if label is None else (label,)
-            items.append(Item(source, image_path, values["id"], labels, values["text"], len(items)))
+            items.append(Item(source, image_path, values["id"], labels, values["text"], row))
     fixed = {split: items for split, items in splits.items() if split != "train"}
     return Inventory(
         task="memes", class_names=MEMES_CLASSES, labeled=splits["train"], fixed=fixed,
@@ -293,7 +295,7 @@ def read_products(raw_dir: str) -> Inventory:
     styles = os.path.join(raw_dir, "styles.csv")
     header, data = _csv_rows(styles, ("id", "subCategory", "productDisplayName"))
     parsed = []
-    for line, fields in data:
+    for row, (line, fields) in enumerate(data):
         rows.input_rows += 1
         source = rows.source(styles, line)
         values = _fields(rows, source, header, fields)
@@ -305,12 +307,12 @@ def read_products(raw_dir: str) -> Inventory:
         path = rows.image_path(source, os.path.join(raw_dir, "images"), values["id"] + ".jpg")
         if path is None or not rows.claim_key(source, values["id"]):
             continue
-        parsed.append((source, path, values))
-    class_names = tuple(sorted({values["subCategory"] for _, _, values in parsed}))
+        parsed.append((source, path, values, row))
+    class_names = tuple(sorted({values["subCategory"] for _, _, values, _ in parsed}))
     class_index = {name: index for index, name in enumerate(class_names)}
     labeled = [Item(source, path, values["id"], (class_index[values["subCategory"]],),
-                    values["productDisplayName"], index)
-               for index, (source, path, values) in enumerate(parsed)]
+                    values["productDisplayName"], row)
+               for source, path, values, row in parsed]
 
     target_dir = os.path.join(raw_dir, "target")
     target_csv = os.path.join(target_dir, "products.csv")
@@ -322,7 +324,7 @@ def read_products(raw_dir: str) -> Inventory:
         with open(categories_path, encoding="utf-8-sig") as handle:
             extra["target_categories"] = [line.strip() for line in handle if line.strip()]
         header, data = _csv_rows(target_csv, ("id", "image", "text"))
-        for line, fields in data:
+        for row, (line, fields) in enumerate(data):
             rows.input_rows += 1
             source = rows.source(target_csv, line)
             values = _fields(rows, source, header, fields)
@@ -331,7 +333,7 @@ def read_products(raw_dir: str) -> Inventory:
             path = rows.image_path(source, target_dir, values["image"])
             if path is None or not rows.claim_key(source, "target/" + values["id"]):
                 continue
-            test.append(Item(source, path, values["id"], (), values["text"], len(test)))
+            test.append(Item(source, path, values["id"], (), values["text"], row))
     return Inventory(
         task="products", class_names=class_names, labeled=labeled, fixed={"test": test},
         rejected=rows.rejected, input_rows=rows.input_rows,

@@ -94,3 +94,11 @@ def test_one_pseudo_label_round_end_to_end(demo_root, demo_shards, tmp_path):
             for value in event.summary.value}
     assert {"acceptance_rate/normal", "teacher_confidence", "pseudo_label_classes",
             "student_val_gm_f1", "teacher_val_gm_f1"} <= tags, tags
+
+
+def test_top_k_selection_takes_each_class_most_confident_above_the_floor():
+    probabilities = _probabilities([[0.6, 0.4], [0.55, 0.45], [0.7, 0.3], [0.35, 0.65], [0.45, 0.55]])
+    assert pseudo_label.select(probabilities, [1, 1], threshold=0.9).indices.size == 0  # too unsure
+    selection = pseudo_label.select(probabilities, [1, 1], threshold=0.9, balance=False, top_k=2, floor=0.56)
+    assert selection.indices.tolist() == [0, 2, 3]  # class 0: 0.7 and 0.6; class 1: 0.65 (0.55 < floor)
+    assert selection.confident.tolist() == [2, 1]

@@ -19,6 +19,7 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 MODES = ("all", "train", "evaluate", "predict")
 CLASS_BALANCE = ("none", "class_weights")
 PSEUDO_BALANCE = ("prior", "none")
+PSEUDO_SELECTION = ("threshold", "top_k")
 PSEUDO_LABELS = ("hard", "soft")
 
 
@@ -92,6 +93,11 @@ class Config:
                                     "reaches this.")
     pseudo_class_thresholds: tuple[float, ...] = field((), "One threshold per class (overrides "
                                                        "--pseudo_threshold).")
+    pseudo_selection: str = field("threshold", "threshold: keep predictions at or above "
+                                  "--pseudo_threshold; top_k: each class's --pseudo_top_k most confident "
+                                  "above --pseudo_floor (Noisy Student).", choices=PSEUDO_SELECTION)
+    pseudo_top_k: int = field(100, "top_k selection: images kept per predicted class.")
+    pseudo_floor: float = field(0.3, "top_k selection: the least top probability kept.")
     pseudo_balance: str = field("prior", "prior: share pseudo-labels among classes as in the labeled "
                                 "data (cap / duplicate).", choices=PSEUDO_BALANCE)
     pseudo_labels: str = field("hard", "Student targets: the teacher's class (hard) or its distribution "
@@ -123,6 +129,7 @@ class Config:
         checked by the flags; this also guards configs built in code)."""
         choices = {"strategy": STRATEGIES, "precision": PRECISIONS, "mode": MODES,
                    "class_balance": CLASS_BALANCE, "pseudo_balance": PSEUDO_BALANCE,
+                   "pseudo_selection": PSEUDO_SELECTION,
                    "pseudo_labels": PSEUDO_LABELS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -142,6 +149,8 @@ class Config:
             raise ConfigError("--pseudo_label_rounds must be >= 0 and --pseudo_threshold in (0, 1]")
         if any(not 0 < value <= 1 for value in self.pseudo_class_thresholds):
             raise ConfigError(f"--pseudo_class_thresholds must be in (0, 1], got {self.pseudo_class_thresholds}")
+        if self.pseudo_top_k < 1 or not 0 <= self.pseudo_floor < 1:
+            raise ConfigError("--pseudo_top_k must be >= 1 and --pseudo_floor in [0, 1)")
         if self.pseudo_max_duplication < 1:
             raise ConfigError(f"--pseudo_max_duplication must be >= 1, got {self.pseudo_max_duplication}")
         if self.mode in ("all", "train") and self.total_epochs == 0:

@@ -43,11 +43,14 @@ class Selection:
 
 
 def select(probabilities: np.ndarray, prior: np.ndarray, threshold: float | np.ndarray,
-           balance: bool = True, soft: bool = False, max_duplication: float = 4.0) -> Selection:
+           balance: bool = True, soft: bool = False, max_duplication: float = 4.0,
+           top_k: int = 0, floor: float = 0.0) -> Selection:
     """The pseudo-label rule, all of it.
 
     1. Confidence: keep an example when its top probability reaches the threshold of its predicted
-       class (`threshold` is one number or one per class).
+       class (`threshold` is one number or one per class); or, with `top_k` > 0 (Noisy Student's
+       selection, for a teacher too unsure to pass a threshold), keep each predicted class's
+       `top_k` most confident examples whose top probability reaches `floor`.
     2. Balance (optional): share the accepted total among classes as `prior` (the labeled class
        shares): a class with more confident examples than its share keeps its most confident ones;
        one with fewer repeats them, each at most `max_duplication` times.
@@ -56,8 +59,14 @@ def select(probabilities: np.ndarray, prior: np.ndarray, threshold: float | np.n
     num_classes = probabilities.shape[1]
     predicted_class = np.argmax(probabilities, axis=1)
     confidence = probabilities.max(axis=1)
-    thresholds = np.broadcast_to(np.asarray(threshold, np.float64), (num_classes,))
-    accepted = confidence >= thresholds[predicted_class]
+    if top_k > 0:
+        accepted = np.zeros(len(confidence), bool)
+        for label in range(num_classes):
+            members = np.flatnonzero((predicted_class == label) & (confidence >= floor))
+            accepted[members[np.argsort(-confidence[members], kind="stable")[:top_k]]] = True
+    else:
+        thresholds = np.broadcast_to(np.asarray(threshold, np.float64), (num_classes,))
+        accepted = confidence >= thresholds[predicted_class]
     predicted = np.bincount(predicted_class, minlength=num_classes)
     confident = np.bincount(predicted_class[accepted], minlength=num_classes)
     chosen = []
@@ -210,19 +219,28 @@ def _label_round(context, teacher_weights, unlabeled_paths, thresholds, round_in
     teacher.load_weights(teacher_weights)
     probabilities = run_context.predict(context, teacher, unlabeled_paths,
                                         f"round {round_index}: teacher").probabilities
+    top_k = config.pseudo_top_k if config.pseudo_selection == "top_k" else 0
     selection = select(probabilities, labeled_prior(manifest), thresholds,
                        balance=config.pseudo_balance == "prior", soft=config.pseudo_labels == "soft",
-                       max_duplication=config.pseudo_max_duplication)
+                       max_duplication=config.pseudo_max_duplication, top_k=top_k, floor=config.pseudo_floor)
     per_class = {name: {"predicted": int(selection.predicted[index]),
                         "confident": int(selection.confident[index]),
                         "acceptance_rate": round(float(selection.acceptance_rate[index]), 4),
                         "written": int(selection.written[index])}
                  for index, name in enumerate(class_names)}
     info = {"round": round_index, "teacher_weights": teacher_weights, "thresholds": thresholds.tolist(),
+            "selection": config.pseudo_selection, "top_k": top_k, "floor": config.pseudo_floor,
             "balance": config.pseudo_balance, "labels": config.pseudo_labels,
             "unlabeled": len(probabilities), "accepted": int(selection.confident.sum()), "per_class": per_class}
     log_selection(log_dir, round_index, selection, probabilities.max(axis=1), class_names)
     print(f"round {round_index}: teacher accepted {info['accepted']} of {len(probabilities)} unlabeled "
           "images; per class " + ", ".join(f"{name} {entry['confident']}->{entry['written']}"
                                            for name, entry in per_class.items()))
+    if info["accepted"] < max(len(class_names), 0.01 * len(probabilities)):
+        print(f"WARNING: round {round_index}: the teacher passed only {info['accepted']} of "
+              f"{len(probabilities)} unlabeled images ({config.pseudo_selection} selection): this "
+              "round's student learns from (almost) nothing but the labeled images. Its confidence "
+              f"reaches {float(probabilities.max(axis=1).max()):.3f} at most. Lower --pseudo_threshold, "
+              "or take each class's most confident images with --pseudo_selection=top_k "
+              "--pseudo_top_k=K --pseudo_floor=F (Noisy Student's selection).", flush=True)
     return write_pseudo_shards(unlabeled_paths, selection, pseudo_dir, config.sharding.num_shards, info)

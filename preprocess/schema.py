@@ -111,11 +111,23 @@ def parse_record(serialized: bytes) -> Record:
 
 
 def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
-    """Encoded JPEG/PNG -> uint8 (H, W, 3).
+    """Encoded JPEG/PNG/GIF -> uint8 (H, W, 3), transparent pixels composited onto WHITE.
 
-    Preprocessing already normalised every image to 8-bit RGB JPEG or PNG, but
-    expand_animations=False keeps this safe for raw GIFs too (it takes the first frame).
+    Shards hold 8-bit RGB already (preprocessing composites alpha onto white with Pillow), but a
+    served request or a raw GIF may not: a transparent sticker decoded as plain RGB shows the
+    colour stored under its transparent pixels (often black). Compositing the same way here keeps
+    training and serving alike. expand_animations=False takes a GIF's first frame.
     """
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image = tf.io.decode_image(image_bytes, channels=0, expand_animations=False)
+    channels = tf.shape(image)[-1]
+    has_alpha = tf.equal(channels % 2, 0)  # grey + alpha (2) or RGB + alpha (4)
+    colour = image[..., :tf.where(has_alpha, channels - 1, channels)]
+    colour = tf.cond(tf.equal(tf.shape(colour)[-1], 1), lambda: tf.tile(colour, [1, 1, 3]), lambda: colour)
+
+    def on_white():
+        alpha = tf.cast(image[..., -1:], tf.float32) / 255.0
+        return tf.cast(tf.round(tf.cast(colour, tf.float32) * alpha + 255.0 * (1.0 - alpha)), tf.uint8)
+
+    image = tf.cond(has_alpha, on_white, lambda: colour)
     image.set_shape([None, None, 3])
     return image

@@ -360,3 +360,22 @@ def test_a_run_that_writes_nothing_says_why(tmp_path):
     manifest = jobs.build("spam", str(tmp_path), str(tmp_path / "data"), OPTIONS, log=logs.append)
     assert manifest["splits"] == {} and manifest["rejected_rows"] == 2
     assert "no row was written; most common reasons: file not found (2x)" in logs[-1]
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_serving_decode_composites_transparency_onto_white_like_preprocessing(mode):
+    """A raw transparent sticker sent to the serving signature must look like its shard image."""
+    rng = np.random.default_rng(3)
+    channels = {"RGBA": 4, "LA": 2}[mode]
+    pixels = rng.integers(0, 256, (12, 10, channels)).astype(np.uint8)
+    pixels[:4, ..., -1] = 0  # fully transparent rows (their stored colour must not show)
+    pixels[4:8, ..., -1] = 128  # half transparent
+    raw = encoded(Image.fromarray(pixels, mode), "PNG")
+    served = schema.decode_image(tf.constant(raw)).numpy()
+    in_graph = next(iter(tf.data.Dataset.from_tensors(raw).map(schema.decode_image))).numpy()
+    sharded, _ = images.normalize_image_bytes(raw)
+    preprocessed = np.asarray(Image.open(io.BytesIO(sharded)))
+    assert served.shape == (12, 10, 3) and served.dtype == np.uint8
+    np.testing.assert_array_equal(served[:4], 255)  # transparent -> white
+    assert np.abs(served.astype(int) - preprocessed.astype(int)).max() <= 1  # rounding only
+    np.testing.assert_array_equal(served, in_graph)

@@ -81,7 +81,7 @@ def main() -> None:
     def pipeline(cache: bool):
         config = Config(image_size=size)
         return inputs.train_dataset(paths, lambda raw: TASK.features(raw, config),
-                                    lambda record: TASK.target(record, len(readers.SPAM_CLASSES)),
+                                    lambda record: TASK.target(record, config, len(readers.SPAM_CLASSES)),
                                     args.batch_size, len(keys), augmenter, seed=0, cache=cache)
 
     def from_directory():

@@ -161,7 +161,7 @@ def test_input_functions_on_demo_shards(demo_shards):
     train_paths = writer.shard_paths(str(demo_shards), "train", manifest)
     val_paths = writer.shard_paths(str(demo_shards), "val", manifest)
     records = manifest["splits"]["train"]["records"]
-    target = lambda record: SPAM.target(record, 4)  # noqa: E731
+    target = lambda record: SPAM.target(record, Config(), 4)  # noqa: E731
     train = inputs.train_dataset(train_paths, _image_features(32), target, 8, records,
                                  inputs.make_augmenter(True, 0.1, 0.1, 0), steps=3)
     batches = list(train)
@@ -171,6 +171,10 @@ def test_input_functions_on_demo_shards(demo_shards):
     features, labels = batches[0]
     assert features["image"].shape == (8, 32, 32, 3) and features["image"].dtype == tf.float32
     assert labels.shape == (8, 4) and np.allclose(labels.numpy().sum(axis=1), 1)
+    weighted = inputs.train_dataset(train_paths, _image_features(32), target, 8, records, steps=1,
+                                    label_weights=np.array([1.0, 2.0, 3.0, 4.0]))
+    _, labels, weights = next(iter(weighted))  # each record weighs its main label's weight
+    np.testing.assert_allclose(weights.numpy(), 1.0 + np.argmax(labels.numpy(), axis=-1))
     truth = inputs.read_split(val_paths)
     assert len(truth) == manifest["splits"]["val"]["records"] == len(truth.main_labels)
     assert len(set(truth.indices.tolist())) == len(truth) and truth.indices.min() >= 0  # its input row

@@ -40,7 +40,7 @@ class TagsTask(Task):
                 "token_ids": tf.ensure_shape(tf.pad(ids, [[0, padding]]), [LENGTH]),
                 "padding_mask": tf.ensure_shape(tf.pad(tf.ones_like(ids, tf.int32), [[0, padding]]), [LENGTH])}
 
-    def target(self, record, num_classes):
+    def target(self, record, config, num_classes):
         return tf.reduce_max(tf.one_hot(record["labels"], num_classes), axis=0)
 
     def build_model(self, config, num_classes, weights):

@@ -35,7 +35,7 @@ class Context:
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return tuple(self.manifest["class_names"])
+        return self.task.class_names(self.manifest)
 
     def paths(self, split: str) -> list[str]:
         return writer.shard_paths(self.config.data_dir, split, self.manifest)
@@ -90,20 +90,20 @@ def training_data(context: Context, config: Config | None = None, extra_train_pa
     augmenter = inputs.make_augmenter(config.flip, config.zoom, config.shift, config.seed,
                                       randaugment=strong_augmentation)
     records = manifest["splits"]["train"]["records"] + extra_records
+    weights = task.class_weights(config, manifest)
+    if weights is not None:
+        shown = ", ".join(f"{name} {weight:.2f}" for name, weight in list(zip(class_names, weights))[:12])
+        print(f"class weights: {shown}{' ...' if len(class_names) > 12 else ''}")
     train = inputs.train_dataset(
         train_paths, features_fn(context, config),
-        functools.partial(task.target, num_classes=len(class_names)), config.batch_size, records,
-        augmenter, config.seed, config.cache, config.steps_per_epoch)
+        functools.partial(task.target, config=config, num_classes=len(class_names)), config.batch_size, records,
+        augmenter, config.seed, config.cache, config.steps_per_epoch, label_weights=weights)
     val_truth = inputs.read_split(val_paths)
-    weights = task.class_weight(config, manifest)
-    if weights:
-        print("class weights: " + ", ".join(f"{name} {weights[index]:.2f}"
-                                           for index, name in enumerate(class_names)))
     sample = next(iter(train))[0]
     return training.TrainingData(
         train=train,
         val=inputs.predict_dataset(val_paths, features_fn(context, config), config.batch_size, len(val_truth)),
-        val_truth=val_truth, class_names=class_names, class_weight=weights,
+        val_truth=val_truth, class_names=class_names,
         sample_images=sample["image"][:8] if "image" in sample else None)
 
 

@@ -93,8 +93,10 @@ def float_image(batch: dict) -> dict:
 
 def train_dataset(paths: list[str], features: FeatureFn, target: Callable[[dict], tf.Tensor],
                   batch_size: int, records_count: int, augmenter=None, seed: int = 0,
-                  cache: bool = False, steps: int | None = None) -> tf.data.Dataset:
-    """(features, target) batches, shuffled, the images augmented.
+                  cache: bool = False, steps: int | None = None,
+                  label_weights: np.ndarray | None = None) -> tf.data.Dataset:
+    """(features, target) batches, shuffled, the images augmented; (features, target, weight)
+    when `label_weights` (one per class) weighs each record by its main label.
 
     `records_count` (the shards' record count, from their manifest) gives the dataset its true
     number of batches, so Keras shows real step counts instead of "Unknown"; a count that does
@@ -104,8 +106,13 @@ def train_dataset(paths: list[str], features: FeatureFn, target: Callable[[dict]
         raise ValueError(f"{records_count} training records make no whole batch of {batch_size}: "
                          "lower --batch_size")
     to_features = _features(features)
-    dataset = records(paths, shuffle_seed=seed).map(
-        lambda record: (to_features(record), target(record)), num_parallel_calls=AUTOTUNE)
+    if label_weights is None:
+        example = lambda record: (to_features(record), target(record))  # noqa: E731
+    else:
+        table = tf.constant(label_weights, tf.float32)
+        example = lambda record: (to_features(record), target(record),  # noqa: E731
+                                  tf.gather(table, tf.maximum(record["label"], 0)))
+    dataset = records(paths, shuffle_seed=seed).map(example, num_parallel_calls=AUTOTUNE)
     if cache:
         dataset = dataset.cache()
     dataset = dataset.shuffle(max(4 * batch_size, 1024), seed=seed, reshuffle_each_iteration=True)
@@ -114,10 +121,10 @@ def train_dataset(paths: list[str], features: FeatureFn, target: Callable[[dict]
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     if steps:
         dataset = dataset.take(steps)
-    dataset = dataset.map(lambda batch, targets: (float_image(batch), targets), num_parallel_calls=AUTOTUNE)
+    dataset = dataset.map(lambda batch, *rest: (float_image(batch), *rest), num_parallel_calls=AUTOTUNE)
     if augmenter is not None:
         dataset = dataset.map(
-            lambda batch, targets: ({**batch, "image": augmenter(batch["image"], training=True)}, targets),
+            lambda batch, *rest: ({**batch, "image": augmenter(batch["image"], training=True)}, *rest),
             num_parallel_calls=AUTOTUNE)
     return dataset.prefetch(AUTOTUNE)
 
@@ -162,9 +169,7 @@ def read_split(paths: list[str]) -> Split:
     return Split(keys, np.concatenate(indices) if indices else np.zeros([0], np.int64), labels)
 
 
-def class_weights(histogram: dict[str, int], class_names) -> dict[int, float]:
+def class_weights(histogram: dict[str, int], class_names) -> np.ndarray:
     """Inverse-frequency weights, normalised so that the average example weighs 1."""
     counts = np.array([histogram.get(name, 0) for name in class_names], np.float64)
-    total = counts.sum()
-    return {index: float(total / (len(counts) * count)) if count else 0.0
-            for index, count in enumerate(counts)}
+    return np.divide(counts.sum(), len(counts) * counts, out=np.zeros_like(counts), where=counts > 0)

@@ -40,6 +40,10 @@ class Task:
     plateau: str | None = None  # what ReduceLROnPlateau / EarlyStopping watch (None: objective)
     pseudo_labels: bool = False  # whether the pseudo-label rounds apply (single-label softmax)
 
+    def class_names(self, manifest: dict) -> tuple[str, ...]:
+        """The classes' names as reports and TensorBoard show them (manifest order)."""
+        return tuple(manifest["class_names"])
+
     @property
     def plateau_metric(self) -> str:
         return self.plateau or self.objective
@@ -55,11 +59,13 @@ class Task:
         Runs inside tf.data and inside the serving signature. Keys = the model's input names."""
         raise NotImplementedError
 
-    def target(self, record: dict[str, tf.Tensor], num_classes: int) -> tf.Tensor:
+    def target(self, record: dict[str, tf.Tensor], config: Config, num_classes: int) -> tf.Tensor:
         """One record's training target from its parsed fields (schema.parse)."""
         raise NotImplementedError
 
-    def class_weight(self, config: Config, manifest: dict) -> dict[int, float] | None:
+    def class_weights(self, config: Config, manifest: dict) -> np.ndarray | None:
+        """A weight per class, or None: each training record weighs its main label's weight (a
+        sample weight from the dataset, so it works for one-hot and multi-hot targets alike)."""
         return None
 
     # --- model ------------------------------------------------------------------------------------
@@ -123,12 +129,12 @@ class ImageClassificationTask(Task):
     def features(self, raw, config):
         return {"image": inputs.decode_and_resize(raw["image_bytes"], config.image_size)}
 
-    def target(self, record, num_classes):
+    def target(self, record, config, num_classes):
         soft = record["soft_labels"]
         return tf.cond(tf.size(soft) == num_classes, lambda: tf.ensure_shape(soft, [num_classes]),
                        lambda: tf.one_hot(record["label"], num_classes))
 
-    def class_weight(self, config, manifest):
+    def class_weights(self, config, manifest):
         if config.class_balance != "class_weights":
             return None
         return inputs.class_weights(manifest["splits"]["train"]["class_histogram"], manifest["class_names"])

@@ -31,7 +31,6 @@ class TrainingData:
     val: tf.data.Dataset  # a padded inputs.predict_dataset
     val_truth: Split
     class_names: tuple[str, ...]
-    class_weight: dict[int, float] | None = None
     sample_images: tf.Tensor | None = None
 
 
@@ -83,7 +82,6 @@ def train(config: Config, model: keras.Model, data: TrainingData, task,
             data.train,
             initial_epoch=first_epoch,
             epochs=first_epoch + phase.epochs,
-            class_weight=data.class_weight,
             shuffle=False,  # the dataset shuffles itself; Keras would only warn that it cannot
             callbacks=phase_callbacks(config, name, data, task, best),
             verbose=2 if os.environ.get("CI") else 1,

@@ -234,7 +234,7 @@ def read_stickers(raw_dir: str) -> Inventory:
             if path is None or not rows.claim_key(source, key):
                 continue
             labels = tuple(dict.fromkeys(tag_index[tag] for tag in raw_tags))
-            items.append(Item(source, path, key, labels, index=row))
+            items.append(Item(source, path, key, labels, index=row, group=values["package_id"]))
         return items
 
     labeled = read(os.path.join(train_dir, "train_with_valid_tags.csv"), train_dir, need_tags=True)
@@ -247,6 +247,22 @@ def read_stickers(raw_dir: str) -> Inventory:
         metadata_files=_existing(tag_path, os.path.join(train_dir, "train_with_valid_tags.csv"), test_csv),
         extra={"tag_names": tag_names},
     )
+
+
+def stickers_test_keys(raw_dir: str) -> list[str]:
+    """The key (`package_id/sticker_id`) of every data row of test/test_data/test.csv, in row order:
+    the submission has one entry per row, whatever became of the row. A malformed row's key is
+    its row number in brackets (no sticker can be named that)."""
+    path = os.path.join(raw_dir, "test", "test_data", "test.csv")
+    if not os.path.exists(path):
+        return []
+    header, data = _csv_rows(path, ("package_id", "sticker_id"))
+    keys = []
+    for row, (_, fields) in enumerate(data):
+        values = dict(zip(header, (field.strip() for field in fields)))
+        well_formed = len(fields) == len(header)
+        keys.append(f"{values['package_id']}/{values['sticker_id']}" if well_formed else f"[row {row}]")
+    return keys
 
 
 def read_memes(raw_dir: str) -> Inventory:

@@ -52,6 +52,7 @@ class Item:
     labels: tuple[int, ...] = ()
     text: str = ""
     index: int = 0
+    group: str = ""  # rows of one group (a sticker package) are never split between train and val
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,28 +93,33 @@ class WorkerDied(RuntimeError):
 
 
 def split_rows(inventory: Inventory, options: ShardOptions) -> dict[str, list[Item]]:
-    """Seeded split of the labeled rows into train/val, stratified on the main (first) label.
+    """Seeded split of the labeled rows into train/val, stratified on the main (first) label, or,
+    when rows have groups, by whole groups (a sticker package never sits on both sides: the real
+    test set is new packages, so validation must be too).
 
     Every class with at least two rows keeps at least one in train; val keeps input order and train
     is shuffled with the seed so each shard holds a mix of classes. Fixed splits keep their order
     (test order is the submission order), except unlabeled, which is shuffled like train.
     """
     rng = random.Random(options.seed)
-    by_class: dict[int, list[Item]] = collections.defaultdict(list)
-    for item in inventory.labeled:
-        by_class[item.labels[0] if item.labels else -1].append(item)
     splits: dict[str, list[Item]] = {"train": [], "val": []}
     has_own_val = bool(inventory.fixed.get("val"))
     val_ids: set[int] = set()
-    for label in sorted(by_class):
-        members = by_class[label]
-        if has_own_val or options.val_fraction == 0:
-            continue
-        order = list(range(len(members)))
-        rng.shuffle(order)
-        count = round(len(members) * options.val_fraction)
-        count = min(count, len(members) - 1) if len(members) > 1 else 0
-        val_ids.update(id(members[position]) for position in order[:count])
+    if has_own_val or options.val_fraction == 0:
+        pass
+    elif any(item.group for item in inventory.labeled):
+        val_ids = _group_split(inventory.labeled, options.val_fraction, rng)
+    else:
+        by_class: dict[int, list[Item]] = collections.defaultdict(list)
+        for item in inventory.labeled:
+            by_class[item.labels[0] if item.labels else -1].append(item)
+        for label in sorted(by_class):
+            members = by_class[label]
+            order = list(range(len(members)))
+            rng.shuffle(order)
+            count = round(len(members) * options.val_fraction)
+            count = min(count, len(members) - 1) if len(members) > 1 else 0
+            val_ids.update(id(members[position]) for position in order[:count])
     for item in inventory.labeled:
         splits["val" if id(item) in val_ids else "train"].append(item)
     rng.shuffle(splits["train"])
@@ -123,6 +129,22 @@ def split_rows(inventory: Inventory, options: ShardOptions) -> dict[str, list[It
             rng.shuffle(items)
         splits[split] = splits.get(split, []) + items
     return {split: items for split, items in splits.items() if items}
+
+
+def _group_split(items: list[Item], val_fraction: float, rng: random.Random) -> set[int]:
+    """ids of the items of the groups sent to val: groups in a seeded order, taken until val holds
+    about `val_fraction` of the rows (at least one group; never all of them)."""
+    groups: dict[str, list[Item]] = collections.defaultdict(list)
+    for item in items:
+        groups[item.group].append(item)
+    names = sorted(groups)
+    rng.shuffle(names)
+    wanted, chosen = val_fraction * len(items), []
+    for name in names[:-1]:
+        if chosen and sum(len(groups[taken]) for taken in chosen) + len(groups[name]) / 2 > wanted:
+            break
+        chosen.append(name)
+    return {id(item) for name in chosen for item in groups[name]}
 
 
 def write_shards(
@@ -327,7 +349,7 @@ def _fingerprint(inventory: Inventory, splits: dict[str, list[Item]], options: S
         for item in items:
             size, mtime = images.file_signature(item.path)
             digest.update(json.dumps([split, item.path, item.key, item.labels, item.text,
-                                      item.index, size, mtime]).encode())
+                                      item.index, item.group, size, mtime]).encode())
     for rejected in inventory.rejected:
         digest.update(json.dumps(dataclasses.astuple(rejected)).encode())
     return digest.hexdigest()

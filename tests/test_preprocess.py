@@ -379,3 +379,15 @@ def test_serving_decode_composites_transparency_onto_white_like_preprocessing(mo
     np.testing.assert_array_equal(served[:4], 255)  # transparent -> white
     assert np.abs(served.astype(int) - preprocessed.astype(int)).max() <= 1  # rounding only
     np.testing.assert_array_equal(served, in_graph)
+
+
+def test_rows_with_groups_are_split_by_whole_groups():
+    items = [writer.Item(f"s:{row}", "", f"k{row}", (row % 3,), group=f"package{row // 10}")
+             for row in range(200)]
+    inventory = writer.Inventory("stickers", ("a", "b", "c"), items, {}, [], len(items), ())
+    for seed in range(3):
+        splits = writer.split_rows(inventory, writer.ShardOptions(val_fraction=0.2, seed=seed))
+        train_groups = {item.group for item in splits["train"]}
+        val_groups = {item.group for item in splits["val"]}
+        assert not train_groups & val_groups and len(val_groups) >= 1
+        assert 30 <= len(splits["val"]) <= 50  # about 20% of 200 rows, in whole packages of 10

@@ -7,7 +7,7 @@
 
 import importlib
 
-TASK_MODULES = {"spam": "pipelines.spam"}
+TASK_MODULES = {"spam": "pipelines.spam", "stickers": "pipelines.stickers"}
 
 
 def load_task(name: str):

@@ -76,3 +76,34 @@ def format_report(report: dict, class_names) -> str:
     for name, row in zip(class_names, report["confusion_matrix"]):
         lines.append(f"{name[:11]:<11} " + " ".join(f"{count:>10d}" for count in row))
     return "\n".join(lines)
+
+
+def top_k_accuracy(y_true, probabilities: np.ndarray, k: int) -> float:
+    """Share of rows whose true class is among the k highest probabilities (ties: lower index)."""
+    y_true = np.asarray(y_true)
+    if not len(y_true):
+        return 0.0
+    k = min(k, probabilities.shape[1])
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return float(np.mean((top == y_true[:, None]).any(axis=1)))
+
+
+def mean_average_precision(targets: np.ndarray, probabilities: np.ndarray) -> float:
+    """Macro average precision over the classes with at least one positive row (AP is undefined
+    for a class no row has)."""
+    from sklearn.metrics import average_precision_score
+
+    present = targets.sum(axis=0) > 0
+    if not present.any():
+        return 0.0
+    return float(average_precision_score(targets[:, present], probabilities[:, present], average="macro"))
+
+
+def head_classes(y_true, share: float = 0.5) -> np.ndarray:
+    """The most frequent classes of `y_true` that together cover at least `share` of its rows:
+    a few frequent tags can make most of a split, so accuracy on the others (the tail) is
+    reported beside the overall figure."""
+    labels, counts = np.unique(np.asarray(y_true), return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    covered = np.cumsum(counts[order]) / max(counts.sum(), 1)
+    return labels[order[:int(np.searchsorted(covered, share)) + 1]] if len(labels) else labels

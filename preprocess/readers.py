@@ -9,6 +9,7 @@ wrong columns) raises LayoutError naming the file and what was expected.
 
 from __future__ import annotations
 
+import collections
 import csv
 import os
 from typing import Iterator
@@ -70,7 +71,9 @@ def _csv_rows(path: str, required: tuple[str, ...], delimiter: str = ",",
     """Header check + (line number, fields) for every data row (line numbers as an editor shows)."""
     if not os.path.isfile(path):
         raise LayoutError(f"{path}: file not found (expected a table with columns {','.join(required)})")
-    handle = open(path, newline="", encoding="utf-8-sig")
+    # Bytes that are not UTF-8 become U+FFFD instead of failing the whole file: a bad path then
+    # rejects its own row (file not found), a bad caption is counted by its reader.
+    handle = open(path, newline="", encoding="utf-8-sig", errors="replace")
     reader = csv.reader(handle, delimiter=delimiter)
     header = [column.strip() for column in next(reader, [])]
     missing = [column for column in required if column not in header]
@@ -265,19 +268,27 @@ def stickers_test_keys(raw_dir: str) -> list[str]:
     return keys
 
 
+MAX_CAPTION_CHARS = 2000  # far beyond any tokenizer's sequence length; keeps records small
+
+
 def read_memes(raw_dir: str) -> Inventory:
     """train.csv [+ dev.csv as the validation split] [+ test.csv]; columns id,img,label,text.
 
     A shipped dev.csv is used as validation as it is (never the test file: the original system
-    picked its threshold on test data). test.csv labels are optional.
+    picked its threshold on test data). test.csv may have no label column (the competition's
+    test files have none); its labels may come from an optional test_labels.csv (id,label).
+    Captions that are empty, longer than MAX_CAPTION_CHARS (truncated) or not valid UTF-8
+    (replaced with U+FFFD) are kept and counted in the manifest's notes.
     """
     rows = _Rows(raw_dir)
     splits: dict[str, list[Item]] = {}
+    repairs = collections.Counter()
+    test_truth = _memes_test_labels(raw_dir)
     for split, file_name in (("train", "train.csv"), ("val", "dev.csv"), ("test", "test.csv")):
         path = os.path.join(raw_dir, file_name)
         if split != "train" and not os.path.exists(path):
             continue
-        header, data = _csv_rows(path, ("id", "img", "label", "text"))
+        header, data = _csv_rows(path, ("id", "img", "text") if split == "test" else ("id", "img", "label", "text"))
         items = splits.setdefault(split, [])
         for row, (line, fields) in enumerate(data):
             rows.input_rows += 1
@@ -285,21 +296,43 @@ def read_memes(raw_dir: str) -> Inventory:
             values = _fields(rows, source, header, fields)
             if values is None:
                 continue
-            label = _int_label(values["label"], {0, 1})
-            if label is None and not (split == "test" and values["label"] == ""):
-                rows.reject(source, values["id"], f"unknown label {values['label']!r} (expected 0 or 1)")
+            raw_label = values.get("label", test_truth.get(values["id"], "") if split == "test" else "")
+            label = _int_label(raw_label, {0, 1})
+            if label is None and not (split == "test" and raw_label == ""):
+                rows.reject(source, values["id"], f"unknown label {raw_label!r} (expected 0 or 1)")
                 continue
             image_path = rows.image_path(source, raw_dir, values["img"])
             if image_path is None or not rows.claim_key(source, values["id"]):
                 continue
+            text = values["text"]
+            if "\ufffd" in text:
+                repairs["not valid UTF-8 (bytes replaced with U+FFFD)"] += 1
+            if len(text) > MAX_CAPTION_CHARS:
+                repairs[f"longer than {MAX_CAPTION_CHARS:,} characters (truncated)"] += 1
+                text = text[:MAX_CAPTION_CHARS]
+            if not text:
+                repairs["empty"] += 1
             labels = () if label is None else (label,)
-            items.append(Item(source, image_path, values["id"], labels, values["text"], row))
+            items.append(Item(source, image_path, values["id"], labels, text, row))
     fixed = {split: items for split, items in splits.items() if split != "train"}
+    notes = [f"{count} caption(s) {what}" for what, count in sorted(repairs.items())]
     return Inventory(
         task="memes", class_names=MEMES_CLASSES, labeled=splits["train"], fixed=fixed,
         rejected=rows.rejected, input_rows=rows.input_rows,
-        metadata_files=_existing(*(os.path.join(raw_dir, name) for name in ("train.csv", "dev.csv", "test.csv"))),
+        metadata_files=_existing(*(os.path.join(raw_dir, name)
+                                   for name in ("train.csv", "dev.csv", "test.csv", "test_labels.csv"))),
+        extra={"notes": notes} if notes else {},
     )
+
+
+def _memes_test_labels(raw_dir: str) -> dict[str, str]:
+    """id -> label from test_labels.csv, when the test labels are shipped apart from test.csv."""
+    path = os.path.join(raw_dir, "test_labels.csv")
+    if not os.path.exists(path):
+        return {}
+    header, data = _csv_rows(path, ("id", "label"))
+    return {values["id"]: values["label"] for values in
+            (dict(zip(header, (field.strip() for field in fields))) for _, fields in data)}
 
 
 def read_products(raw_dir: str) -> Inventory:

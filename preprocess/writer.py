@@ -192,6 +192,8 @@ def write_shards(
     _atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     _remove_stale_shards(shard_dir, {shard.name for shard in shards})
     os.remove(progress_path)
+    for note in inventory.extra.get("notes", ()):
+        log(f"{inventory.task}: note: {note}")
     per_split = ", ".join(f"{name} {split['records']}" for name, split in manifest["splits"].items())
     log(f"{inventory.task}: {inventory.input_rows} input rows = {written} written ({per_split}) + "
         f"{len(rejected)} rejected (see {os.path.join(data_dir, REJECTS)})")

@@ -101,3 +101,26 @@ def test_memes_unknown_label_and_missing_image_are_rejected(tmp_path):
     inventory = readers.read_memes(str(raw))
     reasons = {rejected.item: rejected.reason for rejected in inventory.rejected}
     assert reasons == {"img/nothere.png": "file not found", "99999": "unknown label 'maybe' (expected 0 or 1)"}
+
+
+def test_memes_test_csv_without_labels_and_broken_captions_are_kept_and_counted(tmp_path):
+    raw = tmp_path / "raw"
+    (raw / "img").mkdir(parents=True)
+    for name in ("a", "b", "c", "d"):
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(raw / "img" / f"{name}.png")
+    (raw / "train.csv").write_bytes(
+        b"id,img,label,text\n"
+        b"a,img/a.png,1,caf\xe9 in latin-1 bytes\n"  # not valid UTF-8
+        b"b,img/b.png,0,\n"  # empty caption
+        + b"c,img/c.png,0," + b"long " * 1000 + b"\n")
+    (raw / "test.csv").write_text("id,img,text\nd,img/d.png,no label column here\n")
+    (raw / "test_labels.csv").write_text("id,label\nd,1\n")
+    inventory = readers.read_memes(str(raw))
+    assert inventory.rejected == [] and inventory.input_rows == 4
+    texts = {item.key: item.text for item in inventory.labeled}
+    assert "\ufffd" in texts["a"] and texts["b"] == "" and len(texts["c"]) == readers.MAX_CAPTION_CHARS
+    assert inventory.fixed["test"][0].labels == (1,)  # from test_labels.csv
+    notes = inventory.extra["notes"]
+    assert any("1 caption(s) not valid UTF-8" in note for note in notes)
+    assert any("1 caption(s) empty" in note for note in notes)
+    assert any("truncated" in note for note in notes)

@@ -7,7 +7,7 @@
 
 import importlib
 
-TASK_MODULES = {"spam": "pipelines.spam", "stickers": "pipelines.stickers"}
+TASK_MODULES = {"spam": "pipelines.spam", "stickers": "pipelines.stickers", "memes": "pipelines.memes"}
 
 
 def load_task(name: str):

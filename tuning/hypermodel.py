@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 
-import keras
 import keras_tuner
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api

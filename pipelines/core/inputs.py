@@ -122,7 +122,7 @@ def train_dataset(paths: list[str], features: FeatureFn, target: Callable[[dict]
     if steps:
         dataset = dataset.take(steps)
     dataset = dataset.map(lambda batch, *rest: (float_image(batch), *rest), num_parallel_calls=AUTOTUNE)
-    if augmenter is not None:
+    if augmenter is not None and "image" in dataset.element_spec[0]:
         dataset = dataset.map(
             lambda batch, *rest: ({**batch, "image": augmenter(batch["image"], training=True)}, *rest),
             num_parallel_calls=AUTOTUNE)

@@ -7,6 +7,7 @@ the task object (pipelines/core/task.py), never a copy of this.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -63,12 +64,26 @@ def train_and_evaluate(config: Config, task, flagfile_text: str = "") -> dict:
     if config.mode in ("all", "train"):
         results["export"] = export.export_model(model, task, config, decision)
     results["seconds"] = round(time.monotonic() - started, 1)
+    variants = task.ablations(config) if config.mode in ("all", "train") else {}
+    if variants:
+        results["ablations"] = {name: train_and_evaluate(dataclasses.replace(
+            variant, workdir=os.path.join(config.workdir, "ablations", name)), task)["validation"]
+            for name, variant in variants.items()}
+        print(format_comparison({"this run": results["validation"], **results["ablations"]}, task.compared))
     with open(metrics_path, "w") as handle:
         json.dump(results, handle, indent=2)
     print(f"{task.name}: outputs in {config.workdir} (metrics.json, flags.txt, checkpoints/, "
           f"tensorboard/, the task's outputs and export/); "
           f"watch with: tensorboard --logdir {os.path.join(config.workdir, 'tensorboard')}")
     return results
+
+
+def format_comparison(reports: dict[str, dict], figures: tuple[str, ...]) -> str:
+    """Validation figures of several runs side by side (the main run and its ablations)."""
+    lines = [f"{'validation':<14}" + "".join(f"{figure:>24}" for figure in figures)]
+    for name, report in reports.items():
+        lines.append(f"{name:<14}" + "".join(f"{report.get(figure, float('nan')):>24.4f}" for figure in figures))
+    return "\n".join(lines)
 
 
 def run_record_name(mode: str) -> str:

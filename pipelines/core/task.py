@@ -39,6 +39,7 @@ class Task:
     objective: str = "accuracy"  # the validation metric that picks checkpoints (higher is better)
     plateau: str | None = None  # what ReduceLROnPlateau / EarlyStopping watch (None: objective)
     pseudo_labels: bool = False  # whether the pseudo-label rounds apply (single-label softmax)
+    compared: tuple[str, ...] = ()  # report figures printed side by side for the ablations
 
     def class_names(self, manifest: dict) -> tuple[str, ...]:
         """The classes' names as reports and TensorBoard show them (manifest order)."""
@@ -104,6 +105,11 @@ class Task:
     def summaries(self, truth: Split, probabilities: np.ndarray, class_names, step: int) -> None:
         """Extra TensorBoard summaries per validation pass (images, curves), written under the
         active default writer. Scalars come from `metrics` through the epoch logs."""
+
+    def ablations(self, config: Config) -> dict[str, Config]:
+        """Other configurations trained the same way after the main run (e.g. one modality
+        only), so what the main recipe adds is measured; name -> config."""
+        return {}
 
     def decide(self, truth: Split, probabilities: np.ndarray, config: Config) -> dict:
         """A decision rule fixed on the validation split (never on test), e.g. a threshold; it is

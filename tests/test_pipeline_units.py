@@ -96,10 +96,16 @@ def _parse(args):
 
 @pytest.mark.parametrize("flagfile", sorted(glob.glob(os.path.join(ROOT, "experiments", "*", "*.flags"))))
 def test_every_flagfile_parses_into_a_valid_config(flagfile):
-    task = os.path.basename(os.path.dirname(flagfile))
+    from pipelines import load_task
+
+    task = load_task(os.path.basename(os.path.dirname(flagfile)))
     argv = pipeline_flags.resolve_flagfiles([f"--flagfile={flagfile}", "--workdir=/tmp/w",
-                                             "--raw_dir=/tmp/r"], task)
-    config = _parse(argv)
+                                             "--raw_dir=/tmp/r"], task.name)
+    own = flags.FlagValues()  # the task's own flags only, as its entry point defines them
+    pipeline_flags.define(task.Options, own)
+    own(["prog"] + argv)
+    config = pipeline_flags.config_from_flags(task.name, task.Options, own)
+    task.validate(config)
     assert config.workdir == "/tmp/w" and config.total_epochs > 0
 
 

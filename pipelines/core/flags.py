@@ -21,20 +21,21 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 FLAGS = flags.FLAGS
 
 
-def define(options_class: type | None = None) -> list[str]:
+def define(options_class: type | None = None, flag_values: flags.FlagValues = FLAGS) -> list[str]:
     """Defines Config's flags and those of a task's Options dataclass; returns the names of every
     flag that describes a run (what flags.txt records)."""
-    names = config_flags.define(Config, module_name=__name__)
+    names = config_flags.define(Config, flag_values, module_name=__name__)
     if options_class is not None:
-        names += config_flags.define(options_class, module_name=__name__)
+        names += config_flags.define(options_class, flag_values, module_name=__name__)
     return names
 
 
-def config_from_flags(task: str, options_class: type | None = None) -> Config:
+def config_from_flags(task: str, options_class: type | None = None,
+                      flag_values: flags.FlagValues = FLAGS) -> Config:
     """The parsed flags as a validated Config; a bad value is a ConfigError naming its flag."""
     try:
-        options = config_flags.build(options_class) if options_class is not None else None
-        config = config_flags.build(Config, task=task, options=options)
+        options = config_flags.build(options_class, flag_values) if options_class is not None else None
+        config = config_flags.build(Config, flag_values, task=task, options=options)
     except ValueError as error:  # ShardOptions and FlagValueError name the flag
         raise ConfigError(str(error)) from None
     if not config.workdir:

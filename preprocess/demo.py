@@ -5,10 +5,14 @@
 
 Two kinds. "generated": images drawn with numpy + Pillow, no source files needed; spam classes look
 like the real ones (photo-like scenes, near-uniform colour, rendered app screens, flat artwork) but are
-easy to tell apart. The tests use it (`make_demo`'s default). "realistic" (spam only, the CLI's default
-and so `make demo`'s): preprocess/realistic_demo.py builds the same layout from real photos, app
-screenshots, icons and emoji that pip packages ship, because a recipe that scored 0.99 on generated
-data scored 0.68 on real images. Only numpy, Pillow and the standard library are imported.
+easy to tell apart. The tests use it (`make_demo`'s default). "realistic" (spam, stickers, memes, the
+CLI's default and so `make demo`'s): preprocess/realistic_demo.py builds the spam layout from real
+photos, app screenshots, icons and emoji that pip packages ship, because a recipe that scored 0.99 on
+generated data scored 0.68 on real images; preprocess/realistic_stickers.py builds the stickers layout
+from real Twemoji art with real multi-tags from the Unicode emoji metadata, in whole packages;
+preprocess/realistic_memes.py builds the memes layout from real photos, emoji and standard-library
+sentences with a label that only the picture and the caption together decide. Only numpy, Pillow and
+the standard library are imported.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from preprocess import realistic_demo
+from preprocess import demo_sources, realistic_demo, realistic_memes, realistic_stickers
 
 TASKS = ("spam", "stickers", "memes", "products")
 
@@ -399,7 +403,9 @@ def _write_table(path, header, rows):
 
 MAKERS = {"spam": make_spam, "stickers": make_stickers, "memes": make_memes, "products": make_products}
 KINDS = ("generated", "realistic")
-REALISTIC_TASKS = ("spam",)
+REALISTIC_TASKS = ("spam", "stickers", "memes")
+REALISTIC_MAKERS = {"spam": realistic_demo.make_spam, "stickers": realistic_stickers.make_stickers,
+                    "memes": realistic_memes.make_memes}
 
 
 def make_demo(task: str, out_dir: str, seed: int = 0, scale: float = 1.0, kind: str = "generated") -> dict:
@@ -413,11 +419,15 @@ def make_demo(task: str, out_dir: str, seed: int = 0, scale: float = 1.0, kind: 
         raise ValueError(f"no realistic demo data for {task!r}; only for {', '.join(REALISTIC_TASKS)}")
     os.makedirs(out_dir, exist_ok=True)
     if kind == "realistic":
-        return realistic_demo.make_spam(out_dir, np.random.default_rng([seed, TASKS.index(task), 1]), scale)
+        return REALISTIC_MAKERS[task](out_dir, np.random.default_rng([seed, TASKS.index(task), 1]), scale)
     rng = np.random.default_rng([seed, TASKS.index(task)])
     counts = MAKERS[task](out_dir, rng, scale)
     if task == "spam":
         realistic_demo.remove_stale(out_dir, manifest=False)
+    elif task == "stickers":  # a realistic set written here before leaves images and sources.csv
+        realistic_stickers.remove_stale(out_dir, manifest=False)
+    elif task == "memes":  # a realistic set written here before leaves images, test_labels.csv, sources.csv
+        realistic_memes.remove_stale(out_dir, manifest=False)
     return counts
 
 
@@ -428,7 +438,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the number of images")
     parser.add_argument("--kind", choices=KINDS, default="realistic",
-                        help="realistic: real images from pip packages, for the tasks that have it (spam); "
+                        help="realistic: real images from pip packages, for the tasks that have it (spam, "
+                             "stickers, memes); "
                              "the others are always generated. generated: drawn images, as the tests use")
     args = parser.parse_args(argv)
     tasks = TASKS if args.task == "all" else (args.task,)
@@ -437,7 +448,7 @@ def main(argv=None) -> None:
         kind = args.kind if task in REALISTIC_TASKS else "generated"
         try:
             counts = make_demo(task, out_dir, args.seed, args.scale, kind)
-        except realistic_demo.MissingSources as error:  # say which package, and the way out
+        except demo_sources.MissingSources as error:  # say which package, and the way out
             parser.exit(2, f"demo {task}: {error}\n(or use --kind=generated)\n")
         print(f"demo {task} ({kind}): wrote {counts} to {out_dir}")
 

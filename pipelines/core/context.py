@@ -49,6 +49,7 @@ def prepare(config: Config, task) -> Context:
     task.validate(config)
     weights = task.resolve_weights(config)  # first: an unusable --weights fails before anything else
     manifest = prepare_data(config)
+    weights = task.prepare(config, manifest, weights)
     precision = distribute.set_precision(config.precision)
     strategy = distribute.make_strategy(config.strategy)
     print(f"{task.name}: {strategy.num_replicas_in_sync} replica(s) "

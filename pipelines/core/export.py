@@ -38,6 +38,8 @@ def export_model(model: keras.Model, task, config: Config, decision: dict) -> di
     saved_model_path = os.path.join(export_dir, "saved_model")
     archive = keras.export.ExportArchive()
     archive.track(model)
+    for layer in task.feature_layers(config):  # e.g. a tokenizer's lookup table
+        archive.track(layer)
     archive.add_endpoint(name="serving_default", fn=serve,
                          input_signature=[tf.TensorSpec([None], tf.string, name=name)
                                           for name in task.serving_inputs])

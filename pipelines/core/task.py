@@ -60,6 +60,11 @@ class Task:
         Runs inside tf.data and inside the serving signature. Keys = the model's input names."""
         raise NotImplementedError
 
+    def feature_layers(self, config: Config) -> list:
+        """Keras layers `features` uses that hold state (a tokenizer's vocabulary table): the
+        exported SavedModel tracks them so that its serving signature carries them."""
+        return []
+
     def target(self, record: dict[str, tf.Tensor], config: Config, num_classes: int) -> tf.Tensor:
         """One record's training target from its parsed fields (schema.parse)."""
         raise NotImplementedError
@@ -74,6 +79,12 @@ class Task:
         """Checks that the pretrained weights asked for can be had, before any expensive work;
         returns what build_model takes (backbones.WeightsUnavailableError says how to get them)."""
         return backbones.resolve_weights(config.backbone, config.weights)
+
+    def prepare(self, config: Config, manifest: dict, weights):
+        """Work on the shards before the first model is built (e.g. word embeddings learned
+        without labels); returns what build_model takes. Keep results under config.data_dir,
+        which every run on the same data shares (tuning trials, later modes)."""
+        return weights
 
     def build_model(self, config: Config, num_classes: int, weights) -> keras.Model:
         raise NotImplementedError

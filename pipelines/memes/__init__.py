@@ -87,6 +87,11 @@ class MemesTask(Task):
                             segment_ids=tf.cast(tokens["segment_ids"], tf.int32))
         return features
 
+    def feature_layers(self, config):
+        if not self._uses(config, "text"):
+            return []
+        return [_preprocessor(config.options.text_encoder, config.options.sequence_length)]
+
     def target(self, record, config, num_classes):
         return tf.cast(tf.reshape(record["label"], [1]), tf.float32)
 

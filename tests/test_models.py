@@ -132,6 +132,9 @@ def test_unfreeze_whole_backbone_or_only_its_top_blocks():
     assert head_only < top < everything == len(backbone.trainable_weights) + 2
     assert all(layer.trainable for layer in backbone.layers)
     assert classifier.unfreeze_backbone(model, 0) == everything
+    classifier.unfreeze_backbone(model, None, train_batchnorm=False)  # --freeze_batchnorm
+    frozen = {layer.name for layer in backbone.layers if not layer.trainable}
+    assert frozen == {layer.name for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)}
     with pytest.raises(ValueError, match="has 3 blocks"):
         classifier.unfreeze_backbone(model, top_blocks=4)
 

@@ -66,6 +66,9 @@ class Config:
                         flag_prefix="full_")
     unfreeze_top_blocks: int = field(0, "Full phase: train only the top N image-backbone blocks "
                                      "(0 = the whole backbone).")
+    freeze_batchnorm: bool = field(False, "Full phase: keep the image backbone's BatchNorm layers in "
+                                   "inference mode (what fine-tuning a pretrained backbone on few images "
+                                   "usually wants; a partial unfreeze always does).")
     label_smoothing: float = field(0.0, "Label smoothing of the loss.")
     class_balance: str = field("class_weights", "Counter class imbalance with inverse-frequency class "
                                "weights (single-label tasks).", choices=CLASS_BALANCE)

@@ -45,14 +45,16 @@ def compile_for_phase(model: keras.Model, task, phase: Phase, config: Config) ->
     model.compile(optimizer=make_optimizer(phase), loss=task.loss(config), metrics=task.train_metrics())
 
 
-def set_phase(model: keras.Model, task, phase_name: str, unfreeze_top_blocks: int = 0) -> None:
+def set_phase(model: keras.Model, task, phase_name: str, unfreeze_top_blocks: int = 0,
+              train_batchnorm: bool = True) -> None:
     """Head phase: the task's encoders frozen (a frozen Keras 3 BatchNormalization runs in
     inference mode). Full phase: every encoder trainable, or only the image backbone's top N
-    blocks when `unfreeze_top_blocks` is set."""
+    blocks when `unfreeze_top_blocks` is set; the backbone's BatchNorm stays frozen unless
+    `train_batchnorm`."""
     for encoder in task.encoders(model):
         encoder.trainable = phase_name != "head"
     if phase_name != "head" and "backbone" in {layer.name for layer in model.layers}:
-        classifier.unfreeze_backbone(model, unfreeze_top_blocks or None)
+        classifier.unfreeze_backbone(model, unfreeze_top_blocks or None, train_batchnorm)
 
 
 def train(config: Config, model: keras.Model, data: TrainingData, task,
@@ -73,7 +75,7 @@ def train(config: Config, model: keras.Model, data: TrainingData, task,
         if phase.epochs == 0:
             continue
         with strategy.scope():
-            set_phase(model, task, name, config.unfreeze_top_blocks)
+            set_phase(model, task, name, config.unfreeze_top_blocks, not config.freeze_batchnorm)
             compile_for_phase(model, task, phase, config)
         trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
         print(f"phase {name}: epochs {first_epoch + 1}-{first_epoch + phase.epochs}, "

@@ -1,14 +1,14 @@
-"""Does pseudo-labeling help? Supervised-only against 2 pseudo-label rounds with 10% of the labels.
+"""Does pseudo-labeling help? Supervised-only against pseudo-label rounds with 10% of the labels.
 
-    python -m benchmarks.pseudo_label_gain [--seeds=0,1,2 --keep=0.1 --workdir=/tmp/bench_pseudo]
+    python -m benchmarks.pseudo_label_gain [--seeds=0,1,2 --keep=0.1 --rounds=2 --workdir=/tmp/bench_pseudo]
 
 The spam demo data, with only `--keep` of the training labels kept and the rest moved to the
 unlabeled split (160 labeled validation images stay, the same for both methods of a seed). Both
-methods run the demo recipe (demo.flags) from scratch with batch 16, no head phase and early
-stopping after 10 epochs without progress, under the same step budget: supervised-only may take as
-many training steps as the teacher and the two students together (students' epochs are capped at
---student_steps steps). Reports mean and spread of the validation geometric-mean F1 over the seeds:
-the last student's, and the best round's (round 0 is the teacher).
+methods run `--flagfile` (default demo.flags: the pretrained EfficientNet-Lite0) with batch 16,
+--head_epochs head epochs and early stopping after 10 epochs without progress, under the same step
+budget: supervised-only may take as many full-phase steps as the teacher and the students together
+(students' epochs are capped at --student_steps steps). Reports mean and spread of the validation
+geometric-mean F1 over the seeds: the last student's, and the best round's (round 0 is the teacher).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def make_layout(demo_root: str, out_root: str, keep: float, seed: int) -> float:
     return VAL_IMAGES / (train_count + VAL_IMAGES)
 
 
-def run(args: list[str]) -> dict:
-    command = [sys.executable, "-m", "pipelines.spam", "--flagfile=demo.flags", "--mode=train", *args]
+def run(args: list[str], flagfile: str = "demo.flags") -> dict:
+    command = [sys.executable, "-m", "pipelines.spam", f"--flagfile={flagfile}", "--mode=train", *args]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CI="1")
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     if result.returncode:
@@ -68,19 +68,22 @@ def main() -> None:
     parser.add_argument("--teacher_epochs", type=int, default=30)
     parser.add_argument("--student_epochs", type=int, default=20)
     parser.add_argument("--student_steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--head_epochs", type=int, default=0)
+    parser.add_argument("--flagfile", default="demo.flags")
     parser.add_argument("--workdir", default="/tmp/bench_pseudo")
     args = parser.parse_args()
     if not os.path.exists(os.path.join(args.demo_root, "train", "train_label")):
         from preprocess import demo
 
-        demo.make_demo("spam", args.demo_root)
-    rounds = 2
+        demo.make_demo("spam", args.demo_root, kind="realistic")  # what make demo writes
+    rounds = args.rounds
     results = {"supervised": [], "pseudo_last_student": [], "pseudo_best_round": [], "runs": []}
     for seed in (int(value) for value in args.seeds.split(",")):
         raw = os.path.join(args.workdir, f"raw_{seed}")
         val_fraction = make_layout(args.demo_root, raw, args.keep, seed)
         common = [f"--raw_dir={raw}", f"--data_dir={os.path.join(args.workdir, f'data_{seed}')}",
-                  f"--seed={seed}", f"--val_fraction={val_fraction}", "--head_epochs=0",
+                  f"--seed={seed}", f"--val_fraction={val_fraction}", f"--head_epochs={args.head_epochs}",
                   f"--batch_size={args.batch_size}", "--early_stopping_patience=10",
                   "--reduce_lr_patience=5"]
         labeled_train = round(VAL_IMAGES / val_fraction) - VAL_IMAGES
@@ -88,10 +91,10 @@ def main() -> None:
         budget_epochs = (teacher_steps + rounds * args.student_epochs * args.student_steps) // max(
             labeled_train // args.batch_size, 1)
         supervised = run([*common, f"--full_epochs={budget_epochs}",
-                          f"--workdir={os.path.join(args.workdir, f'supervised_{seed}')}"])
+                          f"--workdir={os.path.join(args.workdir, f'supervised_{seed}')}"], args.flagfile)
         pseudo = run([*common, f"--full_epochs={args.teacher_epochs}", f"--pseudo_label_rounds={rounds}",
                       f"--student_epochs={args.student_epochs}", f"--student_steps_per_epoch={args.student_steps}",
-                      f"--workdir={os.path.join(args.workdir, f'pseudo_{seed}')}"])
+                      f"--workdir={os.path.join(args.workdir, f'pseudo_{seed}')}"], args.flagfile)
         per_round = pseudo["pseudo_label_rounds"]
         results["supervised"].append(supervised["best_checkpoint"]["value"])
         results["pseudo_last_student"].append(per_round[-1]["val"])
@@ -110,7 +113,9 @@ def main() -> None:
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         print(f"| {name} | {statistics.mean(values):.4f} | {spread:.4f} | "
               + ", ".join(f"{value:.4f}" for value in values) + " |")
-    print(f"command: python -m benchmarks.pseudo_label_gain --seeds={args.seeds} --keep={args.keep}")
+    print(f"command: python -m benchmarks.pseudo_label_gain --seeds={args.seeds} --keep={args.keep} "
+          f"--rounds={rounds} --head_epochs={args.head_epochs} --teacher_epochs={args.teacher_epochs} "
+          f"--student_epochs={args.student_epochs} --student_steps={args.student_steps} --flagfile={args.flagfile}")
 
 
 if __name__ == "__main__":

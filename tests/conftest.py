@@ -32,6 +32,19 @@ def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
     return buffer.getvalue()
 
 
+def tree_digests(root) -> dict[str, str]:
+    """sha256 of every file below `root`, by relative path: the same output, byte for byte."""
+    import hashlib
+
+    found = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as handle:
+                found[os.path.relpath(path, root)] = hashlib.sha256(handle.read()).hexdigest()
+    return found
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     """The spam demo in its raw layout, small, made once per test session."""

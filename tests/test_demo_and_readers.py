@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 
 import pytest
@@ -11,19 +10,14 @@ import tensorflow as tf
 from PIL import Image
 
 from preprocess import demo, jobs, readers, schema, writer
-
-
-def _tree_digest(root) -> dict[str, str]:
-    return {os.path.relpath(os.path.join(folder, name), root):
-            hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
-            for folder, _, names in os.walk(root) for name in names}
+from tests.conftest import tree_digests
 
 
 def test_demo_is_deterministic_by_seed(tmp_path):
     for seed, name in ((0, "a"), (0, "b"), (1, "c")):
         demo.make_demo("stickers", str(tmp_path / name), seed=seed, scale=0.05)
-    assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
-    assert _tree_digest(tmp_path / "a") != _tree_digest(tmp_path / "c")
+    assert tree_digests(tmp_path / "a") == tree_digests(tmp_path / "b")
+    assert tree_digests(tmp_path / "a") != tree_digests(tmp_path / "c")
 
 
 def test_spam_demo_layout_has_gif_animation_corrupt_file_and_unlabeled(demo_root):

@@ -8,7 +8,6 @@ fail and say what to install rather than pass unseen."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 
 from preprocess import demo, realistic_demo
+from tests.conftest import tree_digests
 
 SCALE = 0.05  # 40 labeled, 20 unlabeled, 20 + 2 test images: about 3 s a set
 
@@ -23,16 +23,6 @@ SCALE = 0.05  # 40 labeled, 20 unlabeled, 20 + 2 test images: about 3 s a set
 def _rows(path):
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def _digests(root):
-    found = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as handle:
-                found[os.path.relpath(path, root)] = hashlib.sha256(handle.read()).hexdigest()
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +99,13 @@ def test_train_and_test_share_no_source_picture(raw):
 def test_the_cli_defaults_to_realistic_and_repeats_its_bytes(raw, tmp_path):
     root, _ = raw
     demo.main(["--task=spam", f"--out={tmp_path / 'cli'}", "--seed=0", f"--scale={SCALE}"])
-    assert _digests(tmp_path / "cli") == _digests(root)
+    assert tree_digests(tmp_path / "cli") == tree_digests(root)
 
 
 def test_another_seed_gives_other_pictures(raw, tmp_path):
     root, _ = raw
     demo.make_demo("spam", str(tmp_path / "other"), seed=1, scale=SCALE, kind="realistic")
-    same = set(_digests(tmp_path / "other").items()) & set(_digests(root).items())
+    same = set(tree_digests(tmp_path / "other").items()) & set(tree_digests(root).items())
     assert len(same) < 5  # at most a few files that need no randomness to be equal
 
 
@@ -126,5 +116,5 @@ def test_make_demo_stays_generated_and_switching_kinds_leaves_no_stale_file(raw,
     assert not (out / "sources.csv").exists()
     listed = {row["filename"] for row in _rows(out / "test" / "test_label")}
     assert listed == set(os.listdir(out / "test" / "test_data"))
-    with pytest.raises(ValueError):
-        demo.make_demo("products", str(tmp_path / "products"), kind="realistic")
+    with pytest.raises(ValueError):  # every task has a realistic maker now; an unknown kind is refused
+        demo.make_demo("products", str(tmp_path / "products"), kind="photographic")

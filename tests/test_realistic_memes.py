@@ -9,7 +9,6 @@ fail and say what to install rather than pass unseen."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import unicodedata
 
@@ -22,6 +21,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.preprocessing import OneHotEncoder
 
 from preprocess import demo, realistic_memes
+from tests.conftest import tree_digests
 
 SCALE = 0.2  # 100 train, 20 dev, 20 test memes: about 2 s a set
 
@@ -29,16 +29,6 @@ SCALE = 0.2  # 100 train, 20 dev, 20 test memes: about 2 s a set
 def _rows(path):
     with open(path, newline="", encoding="utf-8") as handle:  # strict UTF-8: a bad byte fails here
         return list(csv.DictReader(handle))
-
-
-def _digests(root):
-    found = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as handle:
-                found[os.path.relpath(path, root)] = hashlib.sha256(handle.read()).hexdigest()
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -177,9 +167,9 @@ def test_robustness_rows(raw):
 def test_the_cli_defaults_to_realistic_and_repeats_its_bytes(raw, tmp_path):
     root, _ = raw
     demo.main(["--task=memes", f"--out={tmp_path / 'cli'}", "--seed=0", f"--scale={SCALE}"])
-    assert _digests(tmp_path / "cli") == _digests(root)
+    assert tree_digests(tmp_path / "cli") == tree_digests(root)
     demo.make_demo("memes", str(tmp_path / "other"), seed=1, scale=SCALE, kind="realistic")
-    same = set(_digests(tmp_path / "other").items()) & set(_digests(root).items())
+    same = set(tree_digests(tmp_path / "other").items()) & set(tree_digests(root).items())
     assert not same
 
 

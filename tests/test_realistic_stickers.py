@@ -9,7 +9,6 @@ tests fail and say what to install rather than pass unseen."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import statistics
 from collections import Counter
@@ -19,6 +18,7 @@ import pytest
 from PIL import Image
 
 from preprocess import demo, images, readers, realistic_stickers
+from tests.conftest import tree_digests
 
 SCALE = 0.25  # 10 training packages (~150 stickers), 3 test packages (~50): about 1 s a set
 
@@ -26,16 +26,6 @@ SCALE = 0.25  # 10 training packages (~150 stickers), 3 test packages (~50): abo
 def _rows(path, delimiter=","):
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle, delimiter=delimiter))
-
-
-def _digests(root):
-    found = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as handle:
-                found[os.path.relpath(path, root)] = hashlib.sha256(handle.read()).hexdigest()
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +142,7 @@ def test_stickers_keep_their_transparency(raw):
 def test_same_seed_same_bytes_and_the_cli_defaults_to_realistic(raw, tmp_path):
     root, *_ = raw
     demo.main(["--task=stickers", f"--out={tmp_path / 'cli'}", "--seed=0", f"--scale={SCALE}"])
-    assert _digests(tmp_path / "cli") == _digests(root)
+    assert tree_digests(tmp_path / "cli") == tree_digests(root)
     demo.make_demo("stickers", str(tmp_path / "other"), seed=1, scale=SCALE, kind="realistic")
     assert _rows(tmp_path / "other" / "train" / "train_data" / "train_with_valid_tags.csv") != raw[2]
 

@@ -71,8 +71,11 @@ class Task:
 
     def class_weights(self, config: Config, manifest: dict) -> np.ndarray | None:
         """A weight per class, or None: each training record weighs its main label's weight (a
-        sample weight from the dataset, so it works for one-hot and multi-hot targets alike)."""
-        return None
+        sample weight from the dataset, so it works for one-hot and multi-hot targets alike).
+        Default: inverse frequency of the main labels under --class_balance=class_weights."""
+        if config.class_balance != "class_weights":
+            return None
+        return inputs.class_weights(manifest["splits"]["train"]["class_histogram"], manifest["class_names"])
 
     # --- model ------------------------------------------------------------------------------------
     def resolve_weights(self, config: Config):
@@ -150,11 +153,6 @@ class ImageClassificationTask(Task):
         soft = record["soft_labels"]
         return tf.cond(tf.size(soft) == num_classes, lambda: tf.ensure_shape(soft, [num_classes]),
                        lambda: tf.one_hot(record["label"], num_classes))
-
-    def class_weights(self, config, manifest):
-        if config.class_balance != "class_weights":
-            return None
-        return inputs.class_weights(manifest["splits"]["train"]["class_histogram"], manifest["class_names"])
 
     def build_model(self, config, num_classes, weights):
         return classifier.build_image_classifier(config.backbone, num_classes, config.image_size,

@@ -95,11 +95,6 @@ class MemesTask(Task):
     def target(self, record, config, num_classes):
         return tf.cast(tf.reshape(record["label"], [1]), tf.float32)
 
-    def class_weights(self, config, manifest):
-        if config.class_balance != "class_weights":
-            return None
-        return inputs.class_weights(manifest["splits"]["train"]["class_histogram"], manifest["class_names"])
-
     def resolve_weights(self, config):
         return {"image": backbones.resolve_weights(config.backbone, config.weights)
                 if self._uses(config, "image") else None,

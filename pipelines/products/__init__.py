@@ -100,11 +100,6 @@ class ProductsTask(Task):
         one_hot = tf.one_hot(record["label"], num_classes)
         return tf.concat([one_hot, one_hot], axis=0)  # the image tower's target, then the text's
 
-    def class_weights(self, config, manifest):
-        if config.class_balance != "class_weights":
-            return None
-        return inputs.class_weights(manifest["splits"]["train"]["class_histogram"], manifest["class_names"])
-
     def resolve_weights(self, config):
         return backbones.resolve_weights(config.backbone, config.weights)
 

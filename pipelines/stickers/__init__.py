@@ -32,7 +32,7 @@ TOP_K = 5
 
 @dataclasses.dataclass(frozen=True)
 class StickersOptions:
-    label_mode: str = field("multi_label", "multi_label: a sigmoid per tag, every tag of a sticker a "
+    label_mode: str = field("first_tag", "multi_label: a sigmoid per tag, every tag of a sticker a "
                             "target; first_tag: softmax on the first tag only.", choices=LABEL_MODES)
     tag_weight_k: float = field(500.0, "--class_balance=class_weights weighs a sticker by "
                                 "min(1, k / count of its first tag in training).")

@@ -5,14 +5,17 @@
 
 Two kinds. "generated": images drawn with numpy + Pillow, no source files needed; spam classes look
 like the real ones (photo-like scenes, near-uniform colour, rendered app screens, flat artwork) but are
-easy to tell apart. The tests use it (`make_demo`'s default). "realistic" (spam, stickers, memes, the
+easy to tell apart. The tests use it (`make_demo`'s default). "realistic" (every task, the
 CLI's default and so `make demo`'s): preprocess/realistic_demo.py builds the spam layout from real
 photos, app screenshots, icons and emoji that pip packages ship, because a recipe that scored 0.99 on
 generated data scored 0.68 on real images; preprocess/realistic_stickers.py builds the stickers layout
 from real Twemoji art with real multi-tags from the Unicode emoji metadata, in whole packages;
 preprocess/realistic_memes.py builds the memes layout from real photos, emoji and standard-library
-sentences with a label that only the picture and the caption together decide. Only numpy, Pillow and
-the standard library are imported.
+sentences with a label that only the picture and the caption together decide;
+preprocess/realistic_products.py builds both products layouts (training styles.csv + images, target
+products + category names + labels) from real Twemoji and photos and real words, under target
+category names that differ from the training classes. Only numpy, Pillow and the standard library
+are imported.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from preprocess import demo_sources, realistic_demo, realistic_memes, realistic_stickers
+from preprocess import demo_sources, realistic_demo, realistic_memes, realistic_products, realistic_stickers
 
 TASKS = ("spam", "stickers", "memes", "products")
 
@@ -403,9 +406,9 @@ def _write_table(path, header, rows):
 
 MAKERS = {"spam": make_spam, "stickers": make_stickers, "memes": make_memes, "products": make_products}
 KINDS = ("generated", "realistic")
-REALISTIC_TASKS = ("spam", "stickers", "memes")
+REALISTIC_TASKS = ("spam", "stickers", "memes", "products")
 REALISTIC_MAKERS = {"spam": realistic_demo.make_spam, "stickers": realistic_stickers.make_stickers,
-                    "memes": realistic_memes.make_memes}
+                    "memes": realistic_memes.make_memes, "products": realistic_products.make_products}
 
 
 def make_demo(task: str, out_dir: str, seed: int = 0, scale: float = 1.0, kind: str = "generated") -> dict:
@@ -428,6 +431,8 @@ def make_demo(task: str, out_dir: str, seed: int = 0, scale: float = 1.0, kind: 
         realistic_stickers.remove_stale(out_dir, manifest=False)
     elif task == "memes":  # a realistic set written here before leaves images, test_labels.csv, sources.csv
         realistic_memes.remove_stale(out_dir, manifest=False)
+    elif task == "products":  # a realistic set leaves images, class_map.csv, sources.csv, target/labels.csv
+        realistic_products.remove_stale(out_dir, manifest=False)
     return counts
 
 
@@ -439,7 +444,7 @@ def main(argv=None) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the number of images")
     parser.add_argument("--kind", choices=KINDS, default="realistic",
                         help="realistic: real images from pip packages, for the tasks that have it (spam, "
-                             "stickers, memes); "
+                             "stickers, memes, products); "
                              "the others are always generated. generated: drawn images, as the tests use")
     args = parser.parse_args(argv)
     tasks = TASKS if args.task == "all" else (args.task,)

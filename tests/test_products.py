@@ -107,3 +107,22 @@ def test_smoke_run_predicts_every_target_product(smoke_run):
     assert len(rows) == metrics["test"]["rows"] > 0
     assert {row["target_category"] for row in rows} <= set(manifest["extra"]["target_categories"])
     assert all(row["modalities"] in ("image+text", "image", "text") for row in rows)
+
+
+def test_a_description_without_words_still_gives_a_full_row_of_padding(tmp_path):
+    import os
+
+    import tensorflow as tf
+
+    from pipelines.core.config import Config
+    from pipelines.products import TASK
+    from tests.conftest import encoded, random_image
+
+    config = Config(data_dir=str(tmp_path), image_size=16, options=ProductsOptions(text_length=6))
+    os.makedirs(os.path.dirname(cbow.vocabulary_path(config)))
+    with open(cbow.vocabulary_path(config), "w") as handle:
+        handle.write("\n[UNK]\nshoe\nred\n")
+    image = tf.constant(encoded(random_image(0), "PNG"))
+    for text, expected in (("", [0] * 6), ("red shoe, size 9", [3, 2, 1, 1, 0, 0])):
+        words = TASK.features({"image_bytes": image, "text": tf.constant(text)}, config)["words"]
+        assert words.numpy().tolist() == expected

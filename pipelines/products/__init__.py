@@ -91,7 +91,8 @@ class ProductsTask(Task):
         with tf.init_scope():  # the vectorizer is built once, eagerly, not inside a traced graph
             vectorizer = _vectorizer(cbow.vocabulary_path(config), config.options.text_length)
         return {"image": inputs.decode_and_resize(raw["image_bytes"], config.image_size),
-                "words": tf.cast(vectorizer(raw["text"]), tf.int32)}
+                # a batch of one: a single string with no words would come back with no padding
+                "words": tf.cast(vectorizer(tf.reshape(raw["text"], [1]))[0], tf.int32)}
 
     def feature_layers(self, config):
         return [_vectorizer(cbow.vocabulary_path(config), config.options.text_length)]

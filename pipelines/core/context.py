@@ -40,10 +40,6 @@ class Context:
     def paths(self, split: str) -> list[str]:
         return writer.shard_paths(self.config.data_dir, split, self.manifest)
 
-    def with_config(self, config: Config) -> "Context":
-        """The same set-up for another config of the same data (a trial, a student)."""
-        return dataclasses.replace(self, config=config)
-
 
 def prepare(config: Config, task) -> Context:
     task.validate(config)

@@ -27,7 +27,7 @@ def test_kl_mapping_picks_the_nearest_category_and_reads_the_target_table():
     members = [mapping.Member(np.array([0.7, 0.2, 0.05, 0.05]), np.array([0.3, 0.6, 0.05, 0.05])),  # a shoe
                mapping.Member(np.array([0.1, 0.1, 0.1, 0.7]), None),  # a watch with no words: image alone
                mapping.Member(None, np.array([0.05, 0.05, 0.8, 0.1]))]  # a shirt with no usable image
-    choices, divergences = mapping.assign(members, _projections(), k=3, image_weight=0.5, temperature=1.0)
+    choices, divergences = mapping.assign(members, _projections(), 3, mapping.Rule(0.5, 1.0))
     assert [TARGETS[choice] for choice in choices] == ["Footwear", "Timepieces", "Clothing"]
     # the original's bug: the same index read in the TRAINING table names the wrong thing
     assert [TRAINING[choice] for choice in choices] != ["Footwear", "Timepieces", "Clothing"]
@@ -53,11 +53,19 @@ def test_tuning_uses_a_labeled_share_and_reports_on_the_rest():
         members.append(mapping.Member(image / image.sum(), text / text.sum()))
         keys.append(f"p{row}")
         truth[f"p{row}"] = label
-    weight, temperature, tuned_on = mapping.tune(members, _projections(), 3, truth, keys, 0.25, seed=0)
-    assert len(tuned_on) == 10 and weight >= 0.75
-    figures = mapping.compare(members, _projections(), 3, weight, temperature, truth, keys, tuned_on)
+    rule, tuned_on = mapping.tune(members, _projections(), 3, truth, keys, 0.25, seed=0)
+    assert len(tuned_on) == 10 and rule.image_weight >= 0.75 and rule.zero_shot_weight == 0.0
+    figures = mapping.compare(members, _projections(), 3, rule, truth, keys, tuned_on)
     assert figures["products_scored"] == 30 and figures["image_only"] == 1.0
     assert figures["ensemble"] == 1.0 and figures["text_only"] == 0.0
+    # a zero-shot signal that knows the answer: tuning mixes it in when the towers are useless
+    right = np.log(np.full((40, 3), 0.05))
+    right[np.arange(40), [truth[key] for key in keys]] = np.log(0.9)
+    useless = [mapping.Member(np.full(4, 0.25), None) for _ in members]
+    rule, tuned_on = mapping.tune(useless, _projections(), 3, truth, keys, 0.25, seed=0, zero_shot=right)
+    assert rule.zero_shot_weight > 0
+    figures = mapping.compare(useless, _projections(), 3, rule, truth, keys, tuned_on, zero_shot=right)
+    assert figures["zero_shot"] == 1.0 and figures["ensemble_with_zero_shot"] == 1.0
 
 
 def test_cbow_learns_planted_synonyms_without_labels():

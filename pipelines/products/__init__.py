@@ -8,11 +8,13 @@ training label names (TASKS.md section 3), the original method done properly.
    schedule: the image backbone -> softmax, and the CBOW-initialised embeddings (averaged over a
    description's words) -> softmax. Its output is both distributions side by side.
 3. Onto the target categories (`mapping.py`): each tower's distribution cut to its top k and
-   renormalised, averaged with --image_weight; each target category NAME projected through the
-   text tower into the same class space (sharpened or softened by --temperature); the product goes
-   to the category with the smallest KL(ensemble || projection). A product without a usable image
+   renormalised, averaged with --image_weight; each target category NAME projected into the same
+   class space (sharpened or softened by --temperature): by a pretrained sentence encoder's
+   similarity between the name and each training class name (--projection=sentence_encoder), or
+   through the text tower as the original did; the product goes to the category with the smallest
+   KL(ensemble || projection), optionally mixed with the zero-shot baseline (--zero_shot_weight). A product without a usable image
    or without words is decided by the other tower alone. With target labels (target/labels.csv,
-   optional), --image_weight and --temperature are chosen on a seeded share of them
+   optional), --image_weight, --temperature and --zero_shot_weight are chosen on a seeded share of them
    (--target_tuning_fraction) and accuracy is reported on the rest, beside a zero-shot baseline
    (sentence-encoder cosine between description and category name).
 """
@@ -37,6 +39,7 @@ from preprocess import writer
 from preprocess.config_flags import field
 
 OOV_AND_PAD = 2  # TextVectorization's ids 0 (padding) and 1 ([UNK])
+PROJECTIONS = ("sentence_encoder", "text_tower")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +56,14 @@ class ProductsOptions:
                                "(T > 1 softens near one-hot projections).")
     target_tuning_fraction: float = field(0.2, "With target labels: the share of labeled target "
                                           "products that chooses --image_weight and --temperature.")
-    zero_shot_encoder: str = field("minilm", "Sentence encoder of the zero-shot baseline "
-                                   "(models/text_encoders.py spec), or none.")
+    zero_shot_encoder: str = field("minilm", "Sentence encoder (models/text_encoders.py spec) of the "
+                                   "zero-shot baseline and of the name projections, or none.")
+    projection: str = field("sentence_encoder", "How a category NAME becomes a distribution over the "
+                            "training classes: through the text tower (the original; names whose words "
+                            "no description uses project to nothing), or by the sentence encoder's "
+                            "similarity of the name to each training class name.", choices=PROJECTIONS)
+    zero_shot_weight: float = field(0.0, "Mix of the zero-shot baseline in the decision (0: the KL "
+                                    "rule alone; tuned with the others on target labels).")
 
 
 @functools.lru_cache(maxsize=4)
@@ -77,6 +86,8 @@ class ProductsTask(Task):
         options = config.options
         if not 0.0 <= options.image_weight <= 1.0 or options.temperature <= 0 or options.top_k < 1:
             raise ConfigError("--image_weight must be in [0, 1], --temperature > 0 and --top_k >= 1")
+        if not 0.0 <= options.zero_shot_weight <= 1.0:
+            raise ConfigError("--zero_shot_weight must be in [0, 1]")
         if not 0.0 <= options.target_tuning_fraction < 1.0:
             raise ConfigError("--target_tuning_fraction must be in [0, 1)")
 
@@ -179,16 +190,22 @@ class ProductsTask(Task):
         text_probs = text_tower.predict(vectorize(tf.constant(texts or [""])), verbose=0)[:len(texts)]
         image_probs = [_towers(predictions.probabilities[by_key[key]][None])[0][0] if key in by_key else None
                        for key, _ in rows]
-        projections = text_tower.predict(vectorize(tf.constant(categories)), verbose=0)
+        embed = _sentence_embedder(options.zero_shot_encoder)
+        if options.projection == "sentence_encoder" and embed is not None:
+            # the name's similarity to each training class name, as a distribution (softmax, x20)
+            projections = np.exp(mapping.zero_shot_log_probabilities(embed(categories) @ embed(class_names).T))
+        else:
+            projections = text_tower.predict(vectorize(tf.constant(categories)), verbose=0)
+        zero_shot = mapping.zero_shot_log_probabilities(embed(texts) @ embed(categories).T) \
+            if embed is not None and texts else None
         members = [mapping.Member(image, text if words else None)
                    for image, text, words in zip(image_probs, text_probs, has_words)]
         truth = _target_labels(config.raw_dir, categories)
-        weight, temperature, tuned_on = options.image_weight, options.temperature, set()
+        rule, tuned_on = mapping.Rule(options.image_weight, options.temperature, options.zero_shot_weight), set()
         if truth and options.target_tuning_fraction > 0:
-            weight, temperature, tuned_on = mapping.tune(members, projections, options.top_k, truth,
-                                                         [key for key, _ in rows], options.target_tuning_fraction,
-                                                         config.seed)
-        chosen, divergences = mapping.assign(members, projections, options.top_k, weight, temperature)
+            rule, tuned_on = mapping.tune(members, projections, options.top_k, truth, [key for key, _ in rows],
+                                          options.target_tuning_fraction, config.seed, zero_shot)
+        chosen, divergences = mapping.assign(members, projections, options.top_k, rule, zero_shot)
         table = []
         for (key, _), member, choice, divergence in zip(rows, members, chosen, divergences):
             table.append((key, categories[choice], f"{divergence:.4f}", member.modalities,
@@ -198,15 +215,14 @@ class ProductsTask(Task):
                                  "text_top_classes"), table)
         alone = sum(member.modalities != "image+text" for member in members)
         print(f"products: wrote {len(table)} target products to {path} ({alone} decided by one modality: "
-              "no usable image or no words); --image_weight "
-              f"{weight:g}, --temperature {temperature:g}{' (chosen on target labels)' if tuned_on else ''}")
-        result = {"predictions": path, "rows": len(table), "one_modality": alone,
-                  "image_weight": weight, "temperature": temperature}
+              f"no usable image or no words); --image_weight {rule.image_weight:g} --temperature "
+              f"{rule.temperature:g} --zero_shot_weight {rule.zero_shot_weight:g}"
+              f"{' (chosen on target labels)' if tuned_on else ''}")
+        result = {"predictions": path, "rows": len(table), "one_modality": alone, **dataclasses.asdict(rule),
+                  "projection": options.projection if embed is not None else "text_tower"}
         if truth:
-            keys = [key for key, _ in rows]
-            result["target_accuracy"] = mapping.compare(
-                members, projections, options.top_k, weight, temperature, truth, keys, tuned_on,
-                zero_shot=_zero_shot(options.zero_shot_encoder, texts, categories))
+            result["target_accuracy"] = mapping.compare(members, projections, options.top_k, rule, truth,
+                                                        [key for key, _ in rows], tuned_on, zero_shot)
             print(mapping.format_comparison(result["target_accuracy"]))
         return result
 
@@ -277,9 +293,10 @@ def _target_labels(raw_dir: str, categories: list[str]) -> dict[str, int]:
                 if row.get("category", "").strip() in index}
 
 
-def _zero_shot(spec: str, texts: list[str], categories: list[str]) -> np.ndarray | None:
-    """cosine(description, category name) with a pretrained sentence encoder, or None."""
-    if spec in ("", "none") or not texts:
+def _sentence_embedder(spec: str):
+    """strings -> unit vectors with a pretrained sentence encoder (mean of its token vectors), or
+    None when `spec` is none or cannot be had (said once)."""
+    if spec in ("", "none"):
         return None
     from models import text_encoders
     from models.backbones import WeightsUnavailableError
@@ -287,15 +304,15 @@ def _zero_shot(spec: str, texts: list[str], categories: list[str]) -> np.ndarray
     try:
         encoder, preprocessor = text_encoders.build(text_encoders.resolve(spec), 64)
     except WeightsUnavailableError as error:
-        print(f"products: zero-shot baseline skipped: {error}")
+        print(f"products: no sentence encoder, so no zero-shot baseline and text-tower projections: {error}")
         return None
 
     def embed(strings):
-        tokens = {name: tf.cast(value, tf.int32) for name, value in preprocessor(tf.constant(strings)).items()}
-        vectors = text_encoders.masked_mean(encoder(tokens), tokens["padding_mask"]).numpy()
+        tokens = {name: tf.cast(value, tf.int32) for name, value in preprocessor(tf.constant(list(strings))).items()}
+        vectors = keras.ops.convert_to_numpy(text_encoders.masked_mean(encoder(tokens), tokens["padding_mask"]))
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
 
-    return embed(texts) @ embed(categories).T
+    return embed
 
 
 TASK = ProductsTask()

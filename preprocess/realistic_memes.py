@@ -69,7 +69,7 @@ import re
 from collections import Counter
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFont
+from PIL import Image, ImageDraw, ImageEnhance
 
 from preprocess import demo_sources
 
@@ -257,7 +257,6 @@ class _Loader:
 
     def __init__(self):
         self.cache: dict[str, Image.Image] = {}
-        self.fonts: dict[tuple[str, int], ImageFont.FreeTypeFont] = {}
         self.lfw: np.ndarray | None = None
         self.textures = [path for dist, name in TEXTURES
                          if (path := (demo_sources.dist_files(dist) or {}).get(name)) and os.path.exists(path)]
@@ -282,11 +281,7 @@ class _Loader:
         return self.cache[path]
 
     def font(self, name: str, size: int):
-        key = (name, int(size))
-        if key not in self.fonts:
-            path = demo_sources.font_path(name)
-            self.fonts[key] = ImageFont.truetype(path, int(size)) if path else ImageFont.load_default(int(size))
-        return self.fonts[key]
+        return demo_sources.font(name, int(size))
 
 
 def _is_gray(image: Image.Image) -> bool:
@@ -402,26 +397,14 @@ def _picture(loader, pools, group, seed, size):
     return canvas, used, "two-panel"
 
 
-def _wrap(draw, text, font, width):
-    lines, line = [], ""
-    for word in text.split():
-        candidate = f"{line} {word}".strip()
-        if draw.textlength(candidate, font=font) <= width or not line:
-            line = candidate
-        else:
-            lines.append(line)
-            line = word
-    return lines + ([line] if line else [])
-
-
 def _fit(draw, loader, font_name, text, width, largest, smallest, max_lines):
     for size in range(largest, smallest - 1, -2):
         font = loader.font(font_name, size)
-        lines = _wrap(draw, text, font, width)
+        lines = demo_sources.wrap_text(draw, text, font, width)
         if len(lines) <= max_lines and all(draw.textlength(line, font=font) <= width for line in lines):
             return font, lines
     font = loader.font(font_name, smallest)
-    return font, _wrap(draw, text, font, width)[:max_lines]
+    return font, demo_sources.wrap_text(draw, text, font, width)[:max_lines]
 
 
 def _caption_overlay(image, text, rng, loader):

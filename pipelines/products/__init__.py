@@ -182,12 +182,15 @@ class ProductsTask(Task):
         rows = _target_rows(config.raw_dir) if config.raw_dir else \
             [(key, "") for key in predictions.in_input_order().keys]
         by_key = {key: row for row, key in enumerate(predictions.keys)}
-        text_of = {key: text for key, text in zip(predictions.keys, _texts_of(config, manifest, predictions.keys))}
+        # predictions stream in the test shards' order, which is the order their texts read back in
+        test_paths = writer.shard_paths(config.data_dir, "test", manifest) if predictions.keys else []
+        text_of = dict(zip(predictions.keys, _texts(test_paths)))
         texts = [text_of.get(key, text) for key, text in rows]
         text_tower = keras.Model(model.input["words"], model.get_layer("text_probs").output)
         vectorize = _vectorizer(cbow.vocabulary_path(config), options.text_length)
-        has_words = [bool(np.any(vectorize(tf.constant([text])).numpy() > 1)) for text in texts]
-        text_probs = text_tower.predict(vectorize(tf.constant(texts or [""])), verbose=0)[:len(texts)]
+        words = vectorize(tf.constant(texts or [""])).numpy()[:len(texts)]
+        has_words = (words > 1).any(axis=1).tolist()
+        text_probs = text_tower.predict(words, verbose=0) if texts else []
         image_probs = [_towers(predictions.probabilities[by_key[key]][None])[0][0] if key in by_key else None
                        for key, _ in rows]
         embed = _sentence_embedder(options.zero_shot_encoder)
@@ -263,13 +266,6 @@ def _texts(paths: list[str]) -> list[str]:
         return []
     return [text.decode("utf-8", "replace") for text in
             inputs.records(paths).map(lambda record: record["text"]).as_numpy_iterator()]
-
-
-def _texts_of(config, manifest, keys: list[str]) -> list[str]:
-    """The descriptions of the predicted target products, in the order of `keys`."""
-    paths = writer.shard_paths(config.data_dir, "test", manifest) if keys else []
-    stream = inputs.read_split(paths).keys if paths else []
-    return [dict(zip(stream, _texts(paths))).get(key, "") for key in keys]
 
 
 def _target_rows(raw_dir: str) -> list[tuple[str, str]]:

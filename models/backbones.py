@@ -35,6 +35,10 @@ class WeightsUnavailableError(ValueError):
     """Weights were asked for but cannot be had; the message says how to provide them."""
 
 
+class UnknownBackboneError(ValueError):
+    """A backbone name that is not in BACKBONES (a user's --backbone value, not a bug)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ImagenetWeights:
     """A notop ImageNet weights file exactly as keras.applications fetches it, so that both share
@@ -164,7 +168,7 @@ BACKBONES: dict[str, BackboneSpec] = {
 
 def get_spec(name: str) -> BackboneSpec:
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}")
+        raise UnknownBackboneError(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}")
     return BACKBONES[name]
 
 

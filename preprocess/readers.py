@@ -19,6 +19,7 @@ from preprocess.writer import Inventory, Item, Rejected
 SPAM_CLASSES = ("normal", "monotone", "screenshot", "unknown")
 MEMES_CLASSES = ("not_hateful", "hateful")
 UNLABELED = -1
+_MAX_FIELD_CHARS = 1 << 30  # csv's per-field limit: a 100 MB caption is read (then truncated), not fatal
 
 
 class LayoutError(ValueError):
@@ -74,8 +75,15 @@ def _csv_rows(path: str, required: tuple[str, ...], delimiter: str = ",",
     # Bytes that are not UTF-8 become U+FFFD instead of failing the whole file: a bad path then
     # rejects its own row (file not found), a bad caption is counted by its reader.
     handle = open(path, newline="", encoding="utf-8-sig", errors="replace")
+    # csv's default 128 KiB field limit would end a whole job on one huge caption with a traceback;
+    # readers truncate long texts themselves (MAX_CAPTION_CHARS) and say so in the manifest's notes.
+    csv.field_size_limit(_MAX_FIELD_CHARS)
     reader = csv.reader(handle, delimiter=delimiter)
-    header = [column.strip() for column in next(reader, [])]
+    try:
+        header = [column.strip() for column in next(reader, [])]
+    except csv.Error as error:
+        handle.close()
+        raise LayoutError(f"{path}:1: unreadable header ({error})") from None
     missing = [column for column in required if column not in header]
     if not header or missing or (exact and header != list(required)):
         handle.close()
@@ -87,7 +95,13 @@ def _csv_rows(path: str, required: tuple[str, ...], delimiter: str = ",",
     def rows():
         with handle:
             line = reader.line_num
-            for fields in reader:
+            while True:
+                try:
+                    fields = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as error:  # e.g. a field beyond _MAX_FIELD_CHARS
+                    raise LayoutError(f"{path}:{line + 1}: {error}") from None
                 start, line = line + 1, reader.line_num
                 if not any(field.strip() for field in fields):
                     continue  # blank lines are not rows
@@ -271,6 +285,20 @@ def stickers_test_keys(raw_dir: str) -> list[str]:
 MAX_CAPTION_CHARS = 2000  # far beyond any tokenizer's sequence length; keeps records small
 
 
+def _caption(text: str, repairs: collections.Counter) -> str:
+    """A meme caption or product text as stored: bytes that were not UTF-8 stay U+FFFD, a text
+    longer than MAX_CAPTION_CHARS is truncated; each repair is counted for the manifest's notes
+    (the row is still written, never dropped)."""
+    if "\ufffd" in text:
+        repairs["not valid UTF-8 (bytes replaced with U+FFFD)"] += 1
+    if len(text) > MAX_CAPTION_CHARS:
+        repairs[f"longer than {MAX_CAPTION_CHARS:,} characters (truncated)"] += 1
+        text = text[:MAX_CAPTION_CHARS]
+    if not text:
+        repairs["empty"] += 1
+    return text
+
+
 def read_memes(raw_dir: str) -> Inventory:
     """train.csv [+ dev.csv as the validation split] [+ test.csv]; columns id,img,label,text.
 
@@ -304,14 +332,7 @@ def read_memes(raw_dir: str) -> Inventory:
             image_path = rows.image_path(source, raw_dir, values["img"])
             if image_path is None or not rows.claim_key(source, values["id"]):
                 continue
-            text = values["text"]
-            if "\ufffd" in text:
-                repairs["not valid UTF-8 (bytes replaced with U+FFFD)"] += 1
-            if len(text) > MAX_CAPTION_CHARS:
-                repairs[f"longer than {MAX_CAPTION_CHARS:,} characters (truncated)"] += 1
-                text = text[:MAX_CAPTION_CHARS]
-            if not text:
-                repairs["empty"] += 1
+            text = _caption(values["text"], repairs)
             labels = () if label is None else (label,)
             items.append(Item(source, image_path, values["id"], labels, text, row))
     fixed = {split: items for split, items in splits.items() if split != "train"}
@@ -339,8 +360,10 @@ def read_products(raw_dir: str) -> Inventory:
     """styles.csv (id, subCategory = label, productDisplayName = text) + images/<id>.jpg, and an
     optional target/ folder: products.csv (id,image,text) + categories.txt, which becomes the test
     split (the products to assign to target categories) with the category names in the manifest.
+    Texts are kept like meme captions (_caption: truncated, U+FFFD, counted in the notes).
     """
     rows = _Rows(raw_dir)
+    repairs = collections.Counter()
     styles = os.path.join(raw_dir, "styles.csv")
     header, data = _csv_rows(styles, ("id", "subCategory", "productDisplayName"))
     parsed = []
@@ -360,7 +383,7 @@ def read_products(raw_dir: str) -> Inventory:
     class_names = tuple(sorted({values["subCategory"] for _, _, values, _ in parsed}))
     class_index = {name: index for index, name in enumerate(class_names)}
     labeled = [Item(source, path, values["id"], (class_index[values["subCategory"]],),
-                    values["productDisplayName"], row)
+                    _caption(values["productDisplayName"], repairs), row)
                for source, path, values, row in parsed]
 
     target_dir = os.path.join(raw_dir, "target")
@@ -382,7 +405,10 @@ def read_products(raw_dir: str) -> Inventory:
             path = rows.image_path(source, target_dir, values["image"])
             if path is None or not rows.claim_key(source, "target/" + values["id"]):
                 continue
-            test.append(Item(source, path, values["id"], (), values["text"], row))
+            test.append(Item(source, path, values["id"], (), _caption(values["text"], repairs), row))
+    notes = [f"{count} product text(s) {what}" for what, count in sorted(repairs.items())]
+    if notes:
+        extra["notes"] = notes
     return Inventory(
         task="products", class_names=class_names, labeled=labeled, fixed={"test": test},
         rejected=rows.rejected, input_rows=rows.input_rows,

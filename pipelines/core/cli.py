@@ -11,13 +11,15 @@ import sys
 
 from absl import app, logging
 
-from models.backbones import WeightsUnavailableError
+from models.backbones import UnknownBackboneError, WeightsUnavailableError
 from pipelines.core import flags as pipeline_flags
 from pipelines.core import runner
 from pipelines.core.config import ConfigError
+from preprocess import errors
 from preprocess.readers import LayoutError
 
-USER_ERRORS = (ConfigError, FileNotFoundError, LayoutError, WeightsUnavailableError)
+# OSError: a workdir that is a file or not writable, a full disk (errors.describe says which path).
+USER_ERRORS = (ConfigError, OSError, LayoutError, WeightsUnavailableError, UnknownBackboneError)
 
 
 def run(task) -> None:
@@ -31,7 +33,7 @@ def run(task) -> None:
             config = pipeline_flags.config_from_flags(task.name, task.Options)
             runner.train_and_evaluate(config, task, pipeline_flags.effective_flags(run_flags))
         except USER_ERRORS as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {errors.describe(error)}", file=sys.stderr)
             sys.exit(2)
 
     pipeline_flags.run(main, task.name)

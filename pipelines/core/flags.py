@@ -15,7 +15,7 @@ import sys
 from absl import app, flags
 
 from pipelines.core.config import Config, ConfigError
-from preprocess import config_flags
+from preprocess import config_flags, errors
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLAGS = flags.FLAGS
@@ -53,12 +53,14 @@ def effective_flags(names: list[str]) -> str:
     return "".join(FLAGS[name].serialize() + "\n" for name in names if FLAGS[name].value is not None)
 
 
-def resolve_flagfiles(argv: list[str], task: str, _including_dir: str | None = None) -> list[str]:
+def resolve_flagfiles(argv: list[str], task: str, _including_dir: str | None = None,
+                      origins: dict[str, str] | None = None) -> list[str]:
     """Expands every --flagfile argument in place, recursively.
 
     A flagfile name is looked up as given, then beside the file that includes it, then in
     experiments/<task>/, so `--flagfile=v1.flags` works from any directory and a demo flagfile can
     nest `--flagfile=v1.flags`. Later flags override earlier ones, as with absl's own flagfiles.
+    `origins`, when given, gets each argument that came from a flagfile -> that file's path.
     """
     expanded = []
     for arg in argv:
@@ -69,19 +71,25 @@ def resolve_flagfiles(argv: list[str], task: str, _including_dir: str | None = N
         with open(path) as handle:
             lines = [line.strip() for line in handle]
         contents = [line for line in lines if line and not line.startswith("#")]
-        expanded.extend(resolve_flagfiles(contents, task, os.path.dirname(path)))
+        nested = resolve_flagfiles(contents, task, os.path.dirname(path), origins)
+        if origins is not None:
+            origins.update({line: origins.get(line, path) for line in nested})
+        expanded.extend(nested)
     return expanded
 
 
 def run(main, task: str) -> None:
     """absl's app.run with --flagfile arguments expanded first; a flagfile that is not there is
-    an error message and exit status 2, not a traceback."""
+    an error message and exit status 2, not a traceback; so is a flag that is not defined, naming
+    the flagfile it came from."""
+    origins: dict[str, str] = {}
     try:
-        argv = resolve_flagfiles(sys.argv, task)
+        argv = resolve_flagfiles(sys.argv, task, origins=origins)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    app.run(main, argv=argv)
+    app.run(main, argv=argv,
+            flags_parser=lambda args: errors.parse_flags_or_exit(args, FLAGS, origins))
 
 
 def _find_flagfile(name: str, task: str, including_dir: str | None) -> str:

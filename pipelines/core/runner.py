@@ -14,7 +14,8 @@ import time
 
 from pipelines.core import context as run_context
 from pipelines.core import export, inputs, pseudo_label, training
-from pipelines.core.config import Config
+from pipelines.core import workdir as run_workdir
+from pipelines.core.config import Config, ConfigError
 
 DECISION = "decision.json"  # the task's decision rule, fixed on validation, beside the final weights
 
@@ -22,11 +23,13 @@ DECISION = "decision.json"  # the task's decision rule, fixed on validation, bes
 def train_and_evaluate(config: Config, task, flagfile_text: str = "") -> dict:
     """Everything `--mode` asks for; returns what metrics.json holds."""
     started = time.monotonic()
-    os.makedirs(config.workdir, exist_ok=True)
+    run_workdir.claim(config.workdir, task)  # a folder this task and pipeline version may use
     if flagfile_text:
         with open(os.path.join(config.workdir, run_record_name(config.mode)), "w") as handle:
             handle.write(flagfile_text)
     context = run_context.prepare(config, task)
+    if config.mode in ("all", "train"):
+        check_training_split(context.manifest, config.data_dir)
     model = run_context.build_model(context)
     metrics_path = os.path.join(config.workdir, "metrics.json")
     results = _read_json(metrics_path) if config.mode != "all" else {}
@@ -76,6 +79,25 @@ def train_and_evaluate(config: Config, task, flagfile_text: str = "") -> dict:
           f"tensorboard/, the task's outputs and export/); "
           f"watch with: tensorboard --logdir {os.path.join(config.workdir, 'tensorboard')}")
     return results
+
+
+def check_training_split(manifest: dict, data_dir: str) -> None:
+    """Before any model is built: no training rows at all is an error that says why (every row
+    rejected, or an empty label file), not a later complaint about the validation split; a class
+    without training examples is allowed (the run still predicts every test row) but said."""
+    splits = manifest.get("splits", {})
+    train = splits.get("train", {}).get("records", 0)
+    if not train:
+        raise ConfigError(
+            f"{data_dir} has no training records: {manifest.get('input_rows', 0)} input rows, "
+            f"{manifest.get('rejected_rows', 0)} rejected (reasons in {os.path.join(data_dir, 'rejects.csv')}); "
+            "the labeled rows of --raw_dir are empty or unusable")
+    present = set(splits["train"].get("class_histogram", {}))
+    missing = [name for name in manifest.get("class_names", ()) if name not in present]
+    if missing and not manifest.get("multi_label"):
+        print(f"{manifest.get('task', '')}: warning: {len(missing)} class(es) have no training examples "
+              f"({', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}): the model cannot "
+              "learn them, and their validation F1 is 0")
 
 
 def format_comparison(reports: dict[str, dict], figures: tuple[str, ...]) -> str:

@@ -31,3 +31,25 @@ class ShardOptions:
 
     def image_options(self) -> images.ImageOptions:
         return images.ImageOptions(max_side=self.max_side, max_pixels=self.max_pixels)
+
+
+RUNNERS = ("local", "beam")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerOptions:
+    """Where a preprocessing job runs. Kept out of ShardOptions on purpose: ShardOptions is hashed
+    into the fingerprint and written into the manifest, and every runner writes the same bytes, so
+    switching runners must neither rebuild up-to-date shards nor change the manifest."""
+
+    runner: str = field("local", "Where decoding and shard writing run: local = worker processes "
+                        "on this machine; beam = an Apache Beam pipeline (Beam's in-process runner "
+                        "unless --beam_pipeline_args names another).", choices=RUNNERS)
+    # A flag of its own in preprocess/cli.py: repeatable, each value split like a shell would.
+    beam_pipeline_args: tuple[str, ...] = field((), "Beam pipeline options.", flag=False)
+
+    def __post_init__(self):
+        if self.runner not in RUNNERS:
+            raise ValueError(f"--runner must be one of {', '.join(RUNNERS)}, got {self.runner!r}")
+        if self.beam_pipeline_args and self.runner != "beam":
+            raise ValueError("--beam_pipeline_args needs --runner=beam")

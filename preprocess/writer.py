@@ -20,6 +20,7 @@ import collections
 import concurrent.futures
 import csv
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -31,7 +32,7 @@ from typing import Callable, Iterator
 
 import tensorflow as tf
 
-from preprocess import images, schema
+from preprocess import csv_cells, images, schema
 from preprocess.shard_options import ShardOptions
 from preprocess.progress import Progress
 
@@ -158,30 +159,67 @@ def write_shards(
 
     A rerun on unchanged input and options does nothing and says so (force=True rebuilds).
     """
-    splits = split_rows(inventory, options)
-    fingerprint = _fingerprint(inventory, splits, options)
-    manifest_path = os.path.join(data_dir, MANIFEST)
-    shard_dir = os.path.join(data_dir, SHARD_DIR)
+    job = plan(inventory, options)
     if not force:
-        current = read_manifest(data_dir, missing_ok=True)
-        if current and current.get("fingerprint") == fingerprint and _shards_intact(data_dir, current):
-            log(f"{inventory.task}: shards in {data_dir} are up to date with the input; nothing to do "
-                "(pass --force to rebuild)")
+        current = up_to_date(inventory, data_dir, job, log)
+        if current:
             return current
-
+    shard_dir = os.path.join(data_dir, SHARD_DIR)
     os.makedirs(shard_dir, exist_ok=True)
-    shards = _plan_shards(splits, options.num_shards)
     progress_path = os.path.join(shard_dir, _PROGRESS)
-    done = {} if force else _completed_shards(progress_path, fingerprint, shard_dir)
+    done = {} if force else completed_shards(data_dir, job)
     if done:
-        log(f"{inventory.task}: resuming, {len(done)} of {len(shards)} shards already complete")
-    todo = [shard for shard in shards if shard.name not in done]
-    _write_all(todo, shard_dir, options, done, progress_path, fingerprint, inventory.task)
+        log(f"{inventory.task}: resuming, {len(done)} of {len(job.shards)} shards already complete")
+    todo = [shard for shard in job.shards if shard.name not in done]
+    _write_all(todo, shard_dir, options, done, progress_path, job.fingerprint, inventory.task)
+    return finish(inventory, data_dir, options, job, done, log)
 
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a job writes, fixed by the input and the options alone: the splits, every shard with its
+    items in order, and the fingerprint. Every runner (the worker processes here, Beam in
+    preprocess/beam_job.py) writes exactly these shards, so their outputs are byte-identical."""
+
+    splits: dict[str, list[Item]]
+    shards: tuple[_Shard, ...]
+    fingerprint: str
+
+
+def plan(inventory: Inventory, options: ShardOptions) -> Plan:
+    splits = split_rows(inventory, options)
+    return Plan(splits, tuple(_plan_shards(splits, options.num_shards)),
+                _fingerprint(inventory, splits, options))
+
+
+def up_to_date(inventory: Inventory, data_dir: str, job: Plan, log: Callable[[str], None]) -> dict | None:
+    """The manifest in `data_dir` when its shards are intact and were made from this input and
+    these options (then says so), else None."""
+    current = read_manifest(data_dir, missing_ok=True)
+    if current and current.get("fingerprint") == job.fingerprint and _shards_intact(data_dir, current):
+        log(f"{inventory.task}: shards in {data_dir} are up to date with the input; nothing to do "
+            "(pass --force to rebuild)")
+        return current
+    return None
+
+
+def completed_shards(data_dir: str, job: Plan) -> dict:
+    """Shards an interrupted run of this same job finished: {name: its entry in _progress.json}."""
+    shard_dir = os.path.join(data_dir, SHARD_DIR)
+    return _completed_shards(os.path.join(shard_dir, _PROGRESS), job.fingerprint, shard_dir)
+
+
+def finish(inventory: Inventory, data_dir: str, options: ShardOptions, job: Plan, done: dict,
+           log: Callable[[str], None] = print) -> dict:
+    """After every shard of `job` is written (`done`: name -> records, bytes, sha256, histogram,
+    rejected): checks the row accounting, writes rejects.csv and manifest.json, removes shards of
+    older plans, logs the summary and returns the manifest. Shared by every runner."""
+    shard_dir = os.path.join(data_dir, SHARD_DIR)
+    shards = job.shards
     rejected = list(inventory.rejected)
     for shard in shards:
         rejected.extend(Rejected(**entry) for entry in done[shard.name]["rejected"])
-    manifest = _manifest(inventory, options, fingerprint, splits, shards, done, len(rejected))
+    manifest = _manifest(inventory, options, job.fingerprint, job.splits, shards, done, len(rejected))
     written = sum(split["records"] for split in manifest["splits"].values())
     if written + len(rejected) != inventory.input_rows:
         raise RuntimeError(
@@ -189,9 +227,11 @@ def write_shards(
             f"{len(rejected)} rejected; this is a bug, please report it"
         )
     _write_rejects(os.path.join(data_dir, REJECTS), rejected)
-    _atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _atomic_write_text(os.path.join(data_dir, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     _remove_stale_shards(shard_dir, {shard.name for shard in shards})
-    os.remove(progress_path)
+    progress_path = os.path.join(shard_dir, _PROGRESS)
+    if os.path.exists(progress_path):
+        os.remove(progress_path)
     for note in inventory.extra.get("notes", ()):
         log(f"{inventory.task}: note: {note}")
     per_split = ", ".join(f"{name} {split['records']}" for name, split in manifest["splits"].items())
@@ -282,9 +322,13 @@ def _write_shard(shard: _Shard, shard_dir: str, results: Iterator, progress: Pro
                     index=item.index, labels=item.labels, text=item.text)))
                 histogram[item.labels[0] if item.labels else -1] += 1
                 records += 1
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temp_path):
             os.remove(temp_path)
+        if isinstance(error, tf.errors.OpError):  # TensorFlow's file errors (a full disk, EIO)
+            code = errno.ENOSPC if "No space left" in error.message else errno.EIO
+            raise OSError(code, f"{os.strerror(code)} while writing shard {shard.name} "
+                          f"({error.message})", final_path) from None
         raise
     os.replace(temp_path, final_path)
     return {
@@ -429,8 +473,8 @@ def _write_rejects(path: str, rejected: list[Rejected]) -> None:
     with open(temp_path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["source", "item", "reason"])
-        for entry in rejected:
-            writer.writerow([entry.source, entry.item, entry.reason])
+        for entry in rejected:  # item names come from the input: no spreadsheet formulas
+            writer.writerow([csv_cells.neutralize(cell) for cell in (entry.source, entry.item, entry.reason)])
     os.replace(temp_path, path)
 
 

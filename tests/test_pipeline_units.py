@@ -50,7 +50,8 @@ def test_plateau_rules_watch_mean_f1_which_moves_while_the_geometric_mean_is_zer
     assert evaluation.mean_f1(y_true, y_pred) == pytest.approx(expected) and expected > 0
     config = Config(task="spam", workdir=str(tmp_path))
     truth = Split([str(index) for index in range(len(y_true))], np.arange(len(y_true)), [(label,) for label in y_true])
-    data = training.TrainingData(train=None, val=None, val_truth=truth, class_names=("a", "b", "c", "d"))
+    data = training.TrainingData(train=None, steps_per_epoch=1, val=None, val_truth=truth,
+                                 class_names=("a", "b", "c", "d"))
     probabilities = np.eye(4)[y_pred]
     values = SPAM.metrics(truth, probabilities, data.class_names)
     assert values["gm_f1"] == 0.0 and values["mean_f1"] == pytest.approx(expected)
@@ -150,14 +151,32 @@ def test_invalid_values_name_the_flag():
 
 def test_augmenter_changes_images_eagerly_and_in_tf_data_with_same_shapes():
     augmenter = inputs.make_augmenter(flip=True, zoom=0.2, shift=0.1, seed=0)
-    images = tf.cast(tf.random.stateless_uniform([4, 24, 24, 3], [1, 2], maxval=255), tf.float32)
-    eager = augmenter(images, training=True)
-    mapped = next(iter(tf.data.Dataset.from_tensors(images).map(lambda batch: augmenter(batch, training=True))))
-    for result in (eager, mapped):
-        assert result.shape == images.shape and result.dtype == tf.float32
-        assert not np.allclose(result.numpy(), images.numpy())
-        assert 0 <= float(tf.reduce_min(result)) and float(tf.reduce_max(result)) <= 255
+    images = tf.cast(tf.random.stateless_uniform([4, 24, 24, 3], [1, 2], maxval=255, dtype=tf.int32), tf.uint8)
+    seed = tf.constant([3, 4], tf.int64)
+    eager = augmenter(images, seed)
+    mapped = next(iter(tf.data.Dataset.from_tensors(images).map(lambda batch: augmenter(batch, seed))))
+    np.testing.assert_array_equal(eager.numpy(), mapped.numpy())  # stateless: same seed, same batch
+    assert eager.shape == images.shape and eager.dtype == tf.uint8
+    assert not np.array_equal(eager.numpy(), images.numpy())
+    assert not np.array_equal(augmenter(images, seed + 1).numpy(), eager.numpy())
     assert inputs.make_augmenter(flip=False, zoom=0, shift=0, seed=0) is None
+
+
+def test_augmenter_flip_mirrors_and_window_stays_inside_the_image():
+    """A flip alone mirrors exactly; a window (zoom, shift) magnifies part of the image without
+    bringing in anything from outside it (a constant image stays constant: no fill)."""
+    ramp = tf.cast(tf.tile(tf.range(0, 240, 10)[None, None, :, None], [2, 24, 1, 3]), tf.uint8)
+    flipped = inputs.make_augmenter(flip=True, zoom=0, shift=0, seed=0)
+    results = [flipped(ramp, tf.constant([0, value], tf.int64)).numpy() for value in range(8)]
+    assert any(np.array_equal(result[0], ramp.numpy()[0, :, ::-1]) for result in results)
+    assert all(np.array_equal(result[0], ramp.numpy()[0]) or np.array_equal(result[0], ramp.numpy()[0, :, ::-1])
+               for result in results)
+    windowed = inputs.make_augmenter(flip=False, zoom=0.3, shift=0.2, seed=0)
+    grey = tf.fill([3, 24, 24, 3], tf.constant(77, tf.uint8))
+    assert np.all(windowed(grey, tf.constant([5, 6], tf.int64)).numpy() == 77)
+    zoomed = windowed(ramp, tf.constant([5, 6], tf.int64)).numpy()[0, 0, :, 0].astype(int)
+    steps = np.diff(zoomed)
+    assert np.all(steps >= 0) and steps.mean() < 10  # the same ramp, magnified (gentler slope)
 
 
 def test_input_functions_on_demo_shards(demo_shards):
@@ -170,13 +189,21 @@ def test_input_functions_on_demo_shards(demo_shards):
     target = lambda record: SPAM.target(record, Config(), 4)  # noqa: E731
     train = inputs.train_dataset(train_paths, _image_features(32), target, 8, records,
                                  inputs.make_augmenter(True, 0.1, 0.1, 0), steps=3)
+    assert inputs.epoch_steps(records, 8, 3) == 3 and inputs.epoch_steps(records, 8) == records // 8
+    assert int(train.cardinality()) == 3
+    train = inputs.train_dataset(train_paths, _image_features(32), target, 8, records,
+                                 inputs.make_augmenter(True, 0.1, 0.1, 0), steps=3, end_epoch=2)
+    assert int(train.cardinality()) == 6  # both epochs in one dataset: one iterator for the run
     batches = list(train)
-    assert len(batches) == 3 == int(train.cardinality())
-    whole = inputs.train_dataset(train_paths, _image_features(32), target, 8, records)
-    assert int(whole.cardinality()) == records // 8  # Keras shows real step counts
     features, labels = batches[0]
-    assert features["image"].shape == (8, 32, 32, 3) and features["image"].dtype == tf.float32
+    assert features["image"].shape == (8, 32, 32, 3) and features["image"].dtype == tf.uint8
     assert labels.shape == (8, 4) and np.allclose(labels.numpy().sum(axis=1), 1)
+    # epoch e's batches depend on (seed, e) only: a run resumed at epoch 1 sees what epoch 1 was
+    resumed = list(inputs.train_dataset(train_paths, _image_features(32), target, 8, records,
+                                        inputs.make_augmenter(True, 0.1, 0.1, 0), steps=3, first_epoch=1))
+    for later, again in zip(batches[3:], resumed):
+        np.testing.assert_array_equal(later[0]["image"].numpy(), again[0]["image"].numpy())
+    assert not np.array_equal(batches[0][0]["image"].numpy(), batches[3][0]["image"].numpy())
     weighted = inputs.train_dataset(train_paths, _image_features(32), target, 8, records, steps=1,
                                     label_weights=np.array([1.0, 2.0, 3.0, 4.0]))
     _, labels, weights = next(iter(weighted))  # each record weighs its main label's weight
@@ -187,6 +214,29 @@ def test_input_functions_on_demo_shards(demo_shards):
     first = next(iter(inputs.predict_dataset(val_paths, _image_features(32), 16, len(truth))))["image"].numpy()
     again = next(iter(inputs.predict_dataset(val_paths, _image_features(32), 16, len(truth))))["image"].numpy()
     np.testing.assert_array_equal(first, again)  # never augmented
+
+
+def test_training_input_caches_what_fits_and_resumes_exactly_either_way(demo_shards, capsys):
+    from preprocess import writer
+
+    manifest = writer.read_manifest(str(demo_shards))
+    paths = writer.shard_paths(str(demo_shards), "train", manifest)
+    records = manifest["splits"]["train"]["records"]
+    target = lambda record: SPAM.target(record, Config(), 4)  # noqa: E731
+    per_epoch = inputs.epoch_steps(records, 8)
+
+    def epochs(first_epoch, cache_max_bytes):
+        dataset = inputs.train_dataset(paths, _image_features(32), target, 8, records,
+                                       inputs.make_augmenter(True, 0.1, 0.1, 0), seed=3,
+                                       cache_max_bytes=cache_max_bytes, first_epoch=first_epoch, end_epoch=3)
+        return [batch[0]["image"].numpy() for batch in dataset]
+
+    cached = epochs(0, 2**30)
+    assert "streamed" not in capsys.readouterr().out
+    np.testing.assert_array_equal(np.stack(epochs(2, 2**30)), np.stack(cached[2 * per_epoch:]))
+    streamed = epochs(1, 1000)  # 1000 bytes hold no split: streamed, and said so
+    assert "streamed from the shards" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.stack(epochs(2, 0)), np.stack(streamed[per_epoch:]))
 
 
 def _short_last_batch(records: int) -> int:

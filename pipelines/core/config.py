@@ -79,9 +79,15 @@ class Config:
     early_stopping_patience: int = field(5, "EarlyStopping patience, in epochs, on the same metric.")
     # input
     flip: bool = field(True, "Random horizontal flips in training.")
-    zoom: float = field(0.2, "Random zoom range in training (0 = off).")
-    shift: float = field(0.1, "Random shift range, as a fraction of the side (0 = off).")
-    cache: bool = field(False, "Cache decoded, resized images in memory (when they fit).")
+    zoom: float = field(0.2, "Random zoom in training: each image is a window of itself up to this "
+                        "share of the side smaller, resized back (0 = off).")
+    shift: float = field(0.1, "Random shift in training: windows are this share of the side smaller "
+                         "than the image and move anywhere inside it (0 = off).")
+    cache: bool = field(True, "Keep the decoded training images in memory after the first epoch when "
+                        "they fit in --cache_max_gb (else they are streamed from the shards each epoch).")
+    cache_max_gb: float = field(4.0, "Memory the decoded-image cache may use.")
+    profile_batch: str = field("", "Write a TensorBoard profiler trace of these training steps of the "
+                               "first epoch: one step (5) or a range (5,8); off when empty.")
     # distribution
     strategy: str = field("auto", "auto: MirroredStrategy over every visible GPU, else one device.",
                           choices=STRATEGIES)
@@ -115,6 +121,20 @@ class Config:
                                                 "--steps_per_epoch).")
 
     @property
+    def profile_steps(self) -> tuple[int, int] | None:
+        """--profile_batch as Keras' TensorBoard(profile_batch=(first, last)), or None."""
+        if not self.profile_batch.strip():
+            return None
+        try:
+            steps = [int(part) for part in self.profile_batch.split(",")]
+        except ValueError:
+            steps = []
+        if len(steps) not in (1, 2) or min(steps) < 1 or steps[-1] < steps[0]:
+            raise ConfigError(f"--profile_batch must be a step or a range such as 5,8 (steps count from 1), "
+                              f"got {self.profile_batch!r}")
+        return steps[0], steps[-1]
+
+    @property
     def shard_options(self) -> ShardOptions:
         return dataclasses.replace(self.sharding, seed=self.seed)
 
@@ -142,6 +162,7 @@ class Config:
                 raise ConfigError(f"--{name}_optimizer must be one of {', '.join(OPTIMIZERS)}, "
                                   f"got {phase.optimizer!r}")
             phase.validate(name)
+        self.profile_steps  # raises on a malformed --profile_batch
         if self.image_size < 16:
             raise ConfigError(f"--image_size must be >= 16, got {self.image_size}")
         if self.batch_size < 1:

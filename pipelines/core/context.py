@@ -91,14 +91,19 @@ def training_data(context: Context, config: Config | None = None, extra_train_pa
     if weights is not None:
         shown = ", ".join(f"{name} {weight:.2f}" for name, weight in list(zip(class_names, weights))[:12])
         print(f"class weights: {shown}{' ...' if len(class_names) > 12 else ''}")
-    train = inputs.train_dataset(
-        train_paths, features_fn(context, config),
-        functools.partial(task.target, config=config, num_classes=len(class_names)), config.batch_size, records,
-        augmenter, config.seed, config.cache, config.steps_per_epoch, label_weights=weights)
+    cache_bytes = int(config.cache_max_gb * 2**30) if config.cache else 0
+
+    def train(first_epoch: int, end_epoch: int, cache_max_bytes: int = cache_bytes):
+        return inputs.train_dataset(
+            train_paths, features_fn(context, config),
+            functools.partial(task.target, config=config, num_classes=len(class_names)), config.batch_size,
+            records, augmenter, config.seed, cache_max_bytes, config.steps_per_epoch, label_weights=weights,
+            first_epoch=first_epoch, end_epoch=end_epoch)
+
     val_truth = inputs.read_split(val_paths)
-    sample = next(iter(train))[0]
+    sample = next(iter(train(0, 1, cache_max_bytes=0)))[0]  # uncached: a partial pass would fill no cache
     return training.TrainingData(
-        train=train,
+        train=train, steps_per_epoch=inputs.epoch_steps(records, config.batch_size, config.steps_per_epoch),
         val=inputs.predict_dataset(val_paths, features_fn(context, config), config.batch_size, len(val_truth)),
         val_truth=val_truth, class_names=class_names,
         sample_images=sample["image"][:8] if "image" in sample else None)

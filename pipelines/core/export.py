@@ -11,7 +11,6 @@ import os
 import keras
 import tensorflow as tf
 
-from pipelines.core import inputs
 from pipelines.core.config import Config
 
 
@@ -30,8 +29,8 @@ def export_model(model: keras.Model, task, config: Config, decision: dict) -> di
 
     def serve(*raw_batch):
         raw = dict(zip(task.serving_inputs, raw_batch))
-        features = inputs.float_image(tf.map_fn(lambda record: task.features(record, config), raw,
-                                                fn_output_signature=feature_spec))
+        features = tf.map_fn(lambda record: task.features(record, config), raw,
+                             fn_output_signature=feature_spec)  # uint8 images: the model casts
         probabilities = tf.cast(model(features, training=False), tf.float32)
         return task.serving_outputs(probabilities, decision)
 

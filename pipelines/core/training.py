@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import Callable
 
 import keras
 import numpy as np
@@ -27,7 +28,8 @@ from pipelines.core.splits import Split
 class TrainingData:
     """What the phases need from the input side, already built by the pipeline."""
 
-    train: tf.data.Dataset
+    train: Callable[[int, int], tf.data.Dataset]  # (first, end epoch) -> inputs.train_dataset
+    steps_per_epoch: int
     val: tf.data.Dataset  # a padded inputs.predict_dataset
     val_truth: Split
     class_names: tuple[str, ...]
@@ -80,8 +82,10 @@ def train(config: Config, model: keras.Model, data: TrainingData, task,
         trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
         print(f"phase {name}: epochs {first_epoch + 1}-{first_epoch + phase.epochs}, "
               f"{phase.optimizer} lr {phase.learning_rate:g}, {trainable:,} trainable parameters")
+        backup_dir = os.path.join(config.workdir, "backup", name)
         model.fit(
-            data.train,
+            data.train(resume_epoch(backup_dir, first_epoch), first_epoch + phase.epochs),
+            steps_per_epoch=data.steps_per_epoch,
             initial_epoch=first_epoch,
             epochs=first_epoch + phase.epochs,
             shuffle=False,  # the dataset shuffles itself; Keras would only warn that it cannot
@@ -95,6 +99,16 @@ def train(config: Config, model: keras.Model, data: TrainingData, task,
     if state is None:
         raise RuntimeError("training produced no checkpoint: no epoch reported a validation metric")
     return state
+
+
+def resume_epoch(backup_dir: str, first_epoch: int) -> int:
+    """The epoch BackupAndRestore will resume this phase at (it records the next epoch to run in
+    training_metadata.json), so that the input starts at that epoch's batches."""
+    try:
+        with open(os.path.join(backup_dir, "training_metadata.json")) as handle:
+            return max(first_epoch, int(json.load(handle)["epoch"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return first_epoch
 
 
 def phase_callbacks(config, name, data, task, best) -> list[keras.callbacks.Callback]:
@@ -114,5 +128,11 @@ def phase_callbacks(config, name, data, task, best) -> list[keras.callbacks.Call
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.2,
                                           patience=config.reduce_lr_patience, min_lr=1e-7),
         keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.early_stopping_patience),
-        keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=False),
+        keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=False,
+                                    profile_batch=(config.profile_steps or 0) if name == _first_phase(config) else 0),
     ]
+
+
+def _first_phase(config: Config) -> str:
+    """The phase whose first epoch --profile_batch traces (the first one that trains)."""
+    return "head" if config.head.epochs else "full"

@@ -73,16 +73,20 @@ class BestCheckpoint(keras.callbacks.Callback):
             return
         best = self.best()
         if best is None or value > best["value"]:
-            # Written beside, then renamed: a full disk or a kill mid-save never leaves a half
-            # file under the name evaluation and resuming read.
-            partial = self.weights_path.removesuffix(".weights.h5") + ".partial.weights.h5"
-            try:
-                self.model.save_weights(partial)
-            except BaseException:
-                if os.path.exists(partial):
-                    os.remove(partial)
-                raise
-            os.replace(partial, self.weights_path)
+            save_weights_atomically(self.model, self.weights_path)
             with open(self.state_path + ".incomplete", "w") as handle:
                 json.dump({"value": float(value), "epoch": epoch + 1, "monitor": self.monitor}, handle)
             os.replace(self.state_path + ".incomplete", self.state_path)
+
+
+def save_weights_atomically(model: keras.Model, path: str) -> None:
+    """Written beside, then renamed: a full disk or a kill mid-save never leaves a half file under
+    the name that evaluation and resuming read."""
+    partial = path.removesuffix(".weights.h5") + ".partial.weights.h5"
+    try:
+        model.save_weights(partial)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+    os.replace(partial, path)

@@ -92,7 +92,7 @@ def train(config: Config, model: keras.Model, data: TrainingData, task,
             callbacks=phase_callbacks(config, name, data, task, best),
             verbose=2 if os.environ.get("CI") else 1,
         )
-        model.save_weights(last_weights)
+        pipeline_callbacks.save_weights_atomically(model, last_weights)
         with open(done_marker, "w") as handle:
             json.dump({"epochs": first_epoch + phase.epochs}, handle)
     state = best.best()

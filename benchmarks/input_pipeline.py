@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -101,21 +100,21 @@ def pil_generator(items: list[tuple[str, int]], size: int, batch_size: int, augm
                       .map(lambda images, labels: (tf.cast(images, tf.float32), labels)), augmenter)
 
 
+@tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+def _decode_all(encoded):
+    def body(index, total):
+        pixels = tf.io.decode_jpeg(encoded[index], channels=3)
+        return index + 1, total + tf.cast(pixels[0, 0, 0], tf.int64)
+    return tf.while_loop(lambda index, _: index < tf.shape(encoded)[0], body,
+                         (tf.constant(0), tf.constant(0, tf.int64)), parallel_iterations=1)
+
+
 def decode_limit(items: list[tuple[str, int]], count: int = 1000) -> float:
     """Decoding alone, one image after another in one graph loop (one core), times the cores."""
     contents = tf.constant([open(path, "rb").read() for path, _ in items[:count]])
-
-    @tf.function
-    def decode_all(encoded):
-        def body(index, total):
-            pixels = tf.io.decode_jpeg(encoded[index], channels=3)
-            return index + 1, total + tf.cast(pixels[0, 0, 0], tf.int64)
-        return tf.while_loop(lambda index, _: index < tf.shape(encoded)[0], body,
-                             (tf.constant(0), tf.constant(0, tf.int64)), parallel_iterations=1)
-
-    decode_all(contents[:8])
+    _decode_all(contents[:8])
     started = time.perf_counter()
-    decode_all(contents)
+    _decode_all(contents)
     return len(contents) / (time.perf_counter() - started) * os.cpu_count()
 
 
@@ -128,18 +127,20 @@ def peak_memory_mb(data_dir: str, size: int, batch_size: int, repeat_files: int)
 
 
 def _memory_probe(args) -> None:
+    """RSS sampled every 10 batches of one streamed pass, minus RSS after the first batch."""
+    import psutil
+
     config = Config(image_size=args.image_size, batch_size=args.batch_size)
     dataset = ours(args.memory_probe, config, inputs.make_augmenter(True, 0.2, 0.1, 0), cache=False,
                    repeat_files=args.repeat_files)
-    next(iter(dataset))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    import psutil
-
-    baseline = psutil.Process().memory_info().rss // 1024
-    for _ in dataset:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_growth_mb": round((peak - max(before, baseline)) / 1024, 1)}))
+    process = psutil.Process()
+    baseline = peak = None
+    for step, _ in enumerate(dataset):
+        if step % 10 == 0:
+            rss = process.memory_info().rss
+            baseline = rss if baseline is None else baseline
+            peak = max(peak or rss, rss)
+    print(json.dumps({"peak_growth_mb": round((peak - baseline) / 2**20, 1), "batches": step + 1}))
 
 
 def main(argv=None) -> None:

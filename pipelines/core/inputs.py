@@ -184,7 +184,9 @@ def train_dataset(paths: list[str], features: FeatureFn, target: Callable[[dict]
             example, num_parallel_calls=AUTOTUNE)
         # drop_remainder: every replica gets an equal slice under MirroredStrategy.
         batches = source.shuffle(buffer, seed=pass_seed).batch(batch_size, drop_remainder=True,
-                                                              num_parallel_calls=AUTOTUNE).take(per_epoch)
+                                                              num_parallel_calls=AUTOTUNE)
+        if steps:  # smoke runs (which never cache: a pass cut short could leave a cache unfinished)
+            batches = batches.take(per_epoch)
         if augmenter is None or "image" not in batches.element_spec[0]:
             return batches
         # Stateless augmentation seeded by (pass, batch): the same whichever thread runs it.

@@ -22,6 +22,7 @@ from models import backbones
 from pipelines.core import context as run_context
 from pipelines.core import distribute, runner, training
 from pipelines.core.config import OPTIMIZERS, Config, ConfigError
+from tuning import cluster
 
 # The search space; `SearchSpace` overrides any of these. Each range is widened to include the
 # base config's value, the hyperparameter's default, so that the first trial is the flagfile run.
@@ -192,30 +193,73 @@ class _DefaultsFirst:
         return super()._random_values()
 
 
-class RandomSearchOracle(_DefaultsFirst, keras_tuner.oracles.RandomSearchOracle):
+class _SavedWhenTrialsEnd:
+    """Oracle mixin: saves its state once an ended trial is no longer ongoing. keras-tuner's
+    end_trial saves before it lets go of the trial; a tuner in one process saves again right after,
+    but a cluster's chief does not, so its oracle.json would list each worker's last trial as
+    running and a resumed search would train it again."""
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        super().end_trial(trial)
+        self.save()
+
+
+class RandomSearchOracle(_SavedWhenTrialsEnd, _DefaultsFirst, keras_tuner.oracles.RandomSearchOracle):
     pass
 
 
-class BayesianOptimizationOracle(_DefaultsFirst, keras_tuner.oracles.BayesianOptimizationOracle):
+class BayesianOptimizationOracle(_SavedWhenTrialsEnd, _DefaultsFirst,
+                                 keras_tuner.oracles.BayesianOptimizationOracle):
     pass
 
 
-class HyperbandOracle(_DefaultsFirst, keras_tuner.oracles.HyperbandOracle):
+class HyperbandOracle(_SavedWhenTrialsEnd, _DefaultsFirst, keras_tuner.oracles.HyperbandOracle):
     pass
 
 
 class TwoPhaseTuner(keras_tuner.Tuner):
     """Hands each trial's id to HyperModel.fit, which names the trial's workdir after it. Hyperband
     needs nothing more from its own Tuner class: fit reads the budget and the continued trial from
-    the hyperparameters."""
+    the hyperparameters.
+
+    In a tuning cluster (tuning/cluster.py) the chief serves the oracle instead of training, and a
+    worker records the trials it ran (`trials_run`), which only the chief can list."""
+
+    def __init__(self, *args, role: cluster.Role | None = None, **kwargs):
+        self.role = role
+        self.trials_run: list[str] = []
+        super().__init__(*args, **kwargs)
 
     def run_trial(self, trial, *args, **kwargs):
+        self.trials_run.append(trial.trial_id)
         return super().run_trial(trial, *args, trial_id=trial.trial_id, **kwargs)
+
+    def search(self, *args, **kwargs):
+        if self.role and self.role.is_chief:
+            self.save()  # as keras-tuner's chief does before serving
+            cluster.serve(self.oracle, self.role)
+            return
+        super().search(*args, **kwargs)
+
+    def _populate_initial_space(self):
+        # A worker's space comes from the chief with each trial: skip the model builds.
+        if not self._is_worker():
+            super()._populate_initial_space()
+
+    def _get_tuner_fname(self):
+        # The file whose presence makes keras-tuner reload the oracle: one name for the process
+        # that holds it, alone (keras-tuner's "tuner0") or as a cluster's chief (its "chief"), so
+        # either mode resumes or extends a project the other started instead of numbering trials
+        # from 0 again over the old ones. A worker's own file (its tuner state, empty) is apart.
+        if self._is_worker():
+            return os.path.join(self.project_dir, f"worker_{self.tuner_id}.json")
+        return os.path.join(self.project_dir, "tuner0.json")
 
 
 def make_tuner(kind: str, hypermodel: TaskHyperModel, max_trials: int, directory: str,
                project_name: str, strategy: tf.distribute.Strategy, seed: int = 0,
-               num_initial_points: int | None = None) -> TwoPhaseTuner:
+               num_initial_points: int | None = None, role: cluster.Role | None = None) -> TwoPhaseTuner:
     """A tuner that reloads an existing project (overwrite=False): finished trials are kept, an
     interrupted one is run again in its workdir, where the pipeline resumes it."""
     objective = keras_tuner.Objective(objective_name(hypermodel.context.task), direction="max")
@@ -235,27 +279,36 @@ def make_tuner(kind: str, hypermodel: TaskHyperModel, max_trials: int, directory
     else:
         raise SearchError(f"unknown tuner {kind!r}; choose one of {', '.join(TUNERS)}")
     return TwoPhaseTuner(oracle=oracle, hypermodel=hypermodel, distribution_strategy=strategy,
-                         directory=directory, project_name=project_name, overwrite=False)
+                         directory=directory, project_name=project_name, overwrite=False, role=role)
 
 
 def search(config: Config, task, flagfile_text: str, tuner_kind: str, max_trials: int,
            directory: str, project_name: str, space: SearchSpace = SearchSpace(),
-           num_initial_points: int | None = None) -> dict:
+           num_initial_points: int | None = None, role: cluster.Role | None = None) -> dict:
     """Runs (or resumes, or extends) a search; prints the trial table and writes the best trial
-    as <directory>/<project_name>/best.flags. `flagfile_text` is the base run's effective flags."""
+    as <directory>/<project_name>/best.flags. `flagfile_text` is the base run's effective flags.
+
+    `role` (tuning/cluster.py, from KerasTuner's variables): the chief prepares the data, serves
+    the oracle and then does what a search in one process does at its end; a worker waits for
+    the chief, reads the shards it prepared, trains the trials it is given and returns only those."""
     project_dir = os.path.join(directory, project_name)
+    worker = role is not None and not role.is_chief
+    if worker:  # the chief writes search.json before it serves: the check below compares with it
+        cluster.wait_for_chief(role)
+        config = dataclasses.replace(config, raw_dir="")  # the chief's shards, not a second writer
     search_record = _check_same_search(project_dir, tuner_kind, flagfile_text)
-    if config.pseudo_label_rounds:
+    if config.pseudo_label_rounds and not worker:
         print(f"note: trials tune the supervised phases only (the first teacher); best.flags keeps "
               f"--pseudo_label_rounds={config.pseudo_label_rounds}")
     context = run_context.prepare(config, task)  # the pipeline's own set-up: weights, data, precision, strategy
-    print(f"{project_name}: {tuner_kind} search")
+    print(f"{project_name}: {tuner_kind} search" + (f"; {role.describe()}" if role else ""))
     hypermodel = TaskHyperModel(context, project_dir, space)
     tuner = make_tuner(tuner_kind, hypermodel, max_trials, directory, project_name, context.strategy,
-                       config.seed, num_initial_points)
+                       config.seed, num_initial_points, role)
+    if worker:
+        return _work(tuner, role)
     _report_resume(tuner.oracle, max_trials)
-    with open(os.path.join(project_dir, "search.json"), "w") as handle:
-        json.dump(search_record, handle, indent=2)
+    _write_atomically(os.path.join(project_dir, "search.json"), json.dumps(search_record, indent=2))
     try:
         tuner.search()
     except RuntimeError as error:  # keras-tuner stops after consecutive failed trials
@@ -285,6 +338,30 @@ def search(config: Config, task, flagfile_text: str, tuner_kind: str, max_trials
     return {"best_trial": best.trial_id, "best_value": best.score, "best_flags": best_path,
             "trials": [{"trial_id": trial.trial_id, "values": flag_values(trial.hyperparameters.values),
                         "score": trial.score, "status": trial.status} for trial in trials]}
+
+
+def _work(tuner: TwoPhaseTuner, role: cluster.Role) -> dict:
+    """A worker's search: trials from the chief until it says stop. A lost chief is an error
+    message; so is the chief's refusal (it stops the search after consecutive failed trials)."""
+    import grpc
+
+    try:
+        tuner.search()
+    except grpc.RpcError as error:
+        raise SearchError(f"worker {role.tuner_id}: the chief at {role.address} failed: "
+                          f"{error.code().name}: {error.details()}") from None
+    ran = ", ".join(tuner.trials_run) or "none"
+    print(f"worker {role.tuner_id}: ran trial(s) {ran}; the chief ranks all trials and writes best.flags")
+    return {"tuner_id": role.tuner_id, "trials_run": list(tuner.trials_run)}
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Written under a temporary name and renamed: a worker checking the file meanwhile reads it
+    whole or not at all."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
 
 
 def _check_same_search(project_dir: str, tuner_kind: str, flagfile_text: str) -> dict:

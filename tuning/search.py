@@ -10,6 +10,12 @@ trial's pipeline workdir, beside keras-tuner's trial.json), tensorboard/<id>/ (H
 (the best trial as a flagfile; its --workdir is this command's --workdir, default
 DIR/<project>/best). Rerun the same command to resume an interrupted search, or with a larger
 --max_trials to extend a finished one.
+
+A tuning cluster (KerasTuner's distributed mode, tuning/cluster.py): run this same command in
+every process with KERASTUNER_TUNER_ID (chief, or tuner0, tuner1, ... for the workers),
+KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT (the chief's address) set. The chief prepares the
+data, hands out --max_trials trials in all (its own flag counts) and writes the table and
+best.flags; the workers train. All of them use the same --directory (a shared filesystem).
 """
 
 import os
@@ -19,6 +25,7 @@ from absl import app, flags, logging
 
 from pipelines import TASK_MODULES, load_task
 from pipelines.core import flags as pipeline_flags
+from tuning import cluster
 
 flags.DEFINE_enum("pipeline", None, list(TASK_MODULES), "The pipeline whose training is tuned.")
 flags.DEFINE_enum("tuner", "random", ["random", "bayesian", "hyperband"],
@@ -38,6 +45,11 @@ def main(task, run_flags: list[str]):
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         if FLAGS.max_trials < 1:
             raise app.UsageError(f"--max_trials must be >= 1, got {FLAGS.max_trials}")
+        try:  # before anything slow: a half-configured cluster is an error, not a lone search
+            role = cluster.role_from_env()
+        except cluster.ClusterError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
         logging.set_verbosity(logging.WARNING)
         # TensorFlow is imported here, not at the top: preprocessing workers re-import this module.
         from pipelines.core import cli
@@ -50,8 +62,8 @@ def main(task, run_flags: list[str]):
             config = pipeline_flags.config_from_flags(task.name, task.Options)
             hypermodel.search(config, task, pipeline_flags.effective_flags(run_flags), FLAGS.tuner,
                               FLAGS.max_trials, FLAGS.directory, project_name,
-                              num_initial_points=FLAGS.num_initial_points)
-        except (*cli.USER_ERRORS, hypermodel.SearchError) as error:
+                              num_initial_points=FLAGS.num_initial_points, role=role)
+        except (*cli.USER_ERRORS, hypermodel.SearchError, cluster.ClusterError) as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
 

@@ -70,6 +70,13 @@ def test_build_restores_the_precision_policy_the_tuner_clears():
         keras.mixed_precision.set_global_policy("float32")
 
 
+def test_seed_zero_gives_a_repeatable_search(tmp_path):
+    """KerasTuner reads seed 0 as "draw one": --seed=0 (the default) must still repeat."""
+    oracles = [hypermodel.make_tuner("random", _hypermodel(_config()), 2, str(tmp_path / name), "p",
+                                     tf.distribute.get_strategy(), seed=0).oracle for name in ("a", "b")]
+    assert oracles[0].seed == oracles[1].seed == 1
+
+
 def test_trial_config_maps_values_and_hyperband_budget():
     base = _config(head=Phase(3, 1e-3), full=Phase(10, 1e-4, "adamw", 1e-4))
     values = {"head_learning_rate": 2e-3, "full_learning_rate": 3e-4, "head_epochs": 2, "unfreeze_top_blocks": 1,

@@ -263,6 +263,7 @@ def make_tuner(kind: str, hypermodel: TaskHyperModel, max_trials: int, directory
     """A tuner that reloads an existing project (overwrite=False): finished trials are kept, an
     interrupted one is run again in its workdir, where the pipeline resumes it."""
     objective = keras_tuner.Objective(objective_name(hypermodel.context.task), direction="max")
+    seed = seed + 1  # KerasTuner reads a seed of 0 as "none" and draws a random one: --seed=0 must repeat
     if kind == "random":
         oracle = RandomSearchOracle(objective, max_trials=max_trials, seed=seed)
     elif kind == "bayesian":

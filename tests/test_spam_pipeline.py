@@ -136,6 +136,15 @@ def test_mirrored_over_two_cpus_with_mixed_float16(demo_root, demo_shards, tmp_p
     assert losses and all(0 < loss < 2.5 for loss in losses), losses
 
 
+def test_profile_batch_writes_a_profiler_trace_of_those_steps(demo_root, demo_shards, tmp_path):
+    result = _run([*SHORT, "--head_epochs=1", "--full_epochs=0", "--profile_batch=2,3", "--mode=train",
+                   f"--raw_dir={demo_root}", f"--data_dir={demo_shards}", f"--workdir={tmp_path}"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    traces = list((tmp_path / "tensorboard" / "head").rglob("plugins/profile/*/*.xplane.pb"))
+    assert traces and traces[0].stat().st_size > 0  # what TensorBoard's Profile tab reads
+    assert _run([*SHORT, "--profile_batch=3,2", f"--workdir={tmp_path / 'x'}"]).returncode == 2
+
+
 def test_killed_training_resumes_at_the_right_epoch(demo_root, demo_shards, tmp_path):
     args = [*SHORT, "--head_epochs=1", "--full_epochs=4", f"--raw_dir={demo_root}",
             f"--data_dir={demo_shards}", f"--workdir={tmp_path}", "--mode=train"]

@@ -24,8 +24,11 @@ class ValidationMetrics(keras.callbacks.Callback):
     list, writes them as scalars; the task adds its pictures (confusion matrix, curves) here, and
     a few augmented training inputs are logged once."""
 
-    def __init__(self, dataset, truth, task, class_names, log_dir, sample_images=None):
+    def __init__(self, dataset, truth, task, class_names, log_dir, sample_images=None, predict=None):
+        """`predict(model, dataset)` -> outputs; default `model.predict` (multi-worker runs pass
+        one that runs on this host alone)."""
         super().__init__()
+        self.predict = predict
         self.dataset = dataset
         self.truth = truth
         self.task = task
@@ -42,7 +45,8 @@ class ValidationMetrics(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        probabilities = inputs.without_padding(self.model.predict(self.dataset, verbose=0), len(self.truth))
+        outputs = self.predict(self.model, self.dataset) if self.predict else self.model.predict(self.dataset, verbose=0)
+        probabilities = inputs.without_padding(outputs, len(self.truth))
         values = self.task.metrics(self.truth, probabilities, self.class_names)
         logs.update({f"val_{name}": value for name, value in values.items()})
         logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import os
+
 import keras
 import tensorflow as tf
+
+from pipelines.core import multi_worker
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """auto: MirroredStrategy over every visible GPU (one or more), else the one CPU device."""
+    if name == "multi_worker":
+        return _multi_worker_strategy()  # first: listing devices would start TensorFlow without it
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         name = "mirrored" if gpus else "one_device"
@@ -16,11 +23,17 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         # multi-replica bugs show up without a GPU.
         devices = gpus or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()  # cluster from TF_CONFIG
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     raise ValueError(f"unknown strategy {name!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def _multi_worker_strategy() -> tf.distribute.Strategy:
+    """One per process (it connects this worker to the cluster TF_CONFIG describes, checked first
+    so that a missing or malformed one is a clear error, not a hang)."""
+    multi_worker.parse_tf_config(os.environ.get("TF_CONFIG"))
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def set_precision(name: str) -> str:

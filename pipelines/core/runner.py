@@ -13,7 +13,7 @@ import os
 import time
 
 from pipelines.core import context as run_context
-from pipelines.core import export, inputs, pseudo_label, training
+from pipelines.core import distribute, export, inputs, multi_worker, pseudo_label, training
 from pipelines.core import workdir as run_workdir
 from pipelines.core.config import Config, ConfigError
 
@@ -21,7 +21,16 @@ DECISION = "decision.json"  # the task's decision rule, fixed on validation, bes
 
 
 def train_and_evaluate(config: Config, task, flagfile_text: str = "") -> dict:
-    """Everything `--mode` asks for; returns what metrics.json holds."""
+    """Everything `--mode` asks for; returns what metrics.json holds. Under
+    --strategy=multi_worker every worker calls it: the chief's run is the one in --workdir, the
+    others train in a scratch folder and stop after training (pipelines/core/multi_worker.py)."""
+    if config.strategy == "multi_worker":
+        return multi_worker.run(config, task, lambda: distribute.make_strategy(config.strategy),
+                                lambda worker_config: _run(worker_config, task, flagfile_text))
+    return _run(config, task, flagfile_text)
+
+
+def _run(config: Config, task, flagfile_text: str) -> dict:
     started = time.monotonic()
     run_workdir.claim(config.workdir, task)  # a folder this task and pipeline version may use
     if flagfile_text:
@@ -44,6 +53,15 @@ def train_and_evaluate(config: Config, task, flagfile_text: str = "") -> dict:
             results["pseudo_label_rounds"] = pseudo_label.run_rounds(context, results["best_checkpoint"])
         elif os.path.exists(os.path.join(checkpoints, "final.weights.h5")):
             os.remove(os.path.join(checkpoints, "final.weights.h5"))  # a stale round's choice
+    cluster = multi_worker.cluster_of(context.strategy)
+    if cluster is not None:
+        if not cluster.is_chief:
+            print(f"{task.name}: worker {cluster.rank} of {cluster.workers} trained; the chief evaluates, "
+                  "predicts and exports")
+            return results
+        # The rest is the chief's alone: a model outside the strategy needs no other worker.
+        model = run_context.build_model(context, pretrained=False, distributed=False)
+        results["workers"] = cluster.workers
     final_weights = final_weights_path(config.workdir)
     if not os.path.exists(final_weights):
         raise FileNotFoundError(f"{final_weights} not found: train first (--mode=train or all)")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import sys
 
+import tensorflow as tf
 from absl import app, logging
 
 from models.backbones import UnknownBackboneError, WeightsUnavailableError
+from pipelines.core import corrupt
 from pipelines.core import flags as pipeline_flags
 from pipelines.core import runner
 from pipelines.core.config import ConfigError
@@ -34,6 +36,9 @@ def run(task) -> None:
             runner.train_and_evaluate(config, task, pipeline_flags.effective_flags(run_flags))
         except USER_ERRORS as error:
             print(f"error: {errors.describe(error)}", file=sys.stderr)
+            sys.exit(2)
+        except tf.errors.DataLossError:  # a TFRecord checksum failed: say which shard, and what to do
+            print(f"error: {corrupt.explain(config.data_dir)}", file=sys.stderr)
             sys.exit(2)
 
     pipeline_flags.run(main, task.name)

@@ -86,6 +86,9 @@ class Config:
     cache: bool = field(True, "Keep the decoded training images in memory after the first epoch when "
                         "they fit in --cache_max_gb (else they are streamed from the shards each epoch).")
     cache_max_gb: float = field(4.0, "Memory the decoded-image cache may use.")
+    skip_corrupt_records: bool = field(False, "Go on when a shard fails its checksums: use the records "
+                                       "before the damage (copied into the workdir) and say how many were lost; "
+                                       "off: stop with an error naming the shard.")
     profile_batch: str = field("", "Write a TensorBoard profiler trace of these training steps of the "
                                "first epoch: one step (5) or a range (5,8); off when empty.")
     # distribution

@@ -8,14 +8,16 @@ precision policy and the distribution strategy are set, and says what it chose.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from pipelines.core import distribute, inputs, training
+from pipelines.core import corrupt, distribute, inputs, multi_worker, training
 from pipelines.core.config import Config, ConfigError
 from pipelines.core.splits import Predictions
 from preprocess import jobs, writer
@@ -37,20 +39,48 @@ class Context:
     def class_names(self) -> tuple[str, ...]:
         return self.task.class_names(self.manifest)
 
+    salvaged: dict[str, str] = dataclasses.field(default_factory=dict)  # damaged shard -> readable copy
+
     def paths(self, split: str) -> list[str]:
-        return writer.shard_paths(self.config.data_dir, split, self.manifest)
+        return [self.salvaged.get(path, path) for path in writer.shard_paths(self.config.data_dir, split,
+                                                                              self.manifest)]
 
 
 def prepare(config: Config, task) -> Context:
     task.validate(config)
     weights = task.resolve_weights(config)  # first: an unusable --weights fails before anything else
-    manifest = prepare_data(config)
-    weights = task.prepare(config, manifest, weights)
+    if config.strategy == "multi_worker":
+        manifest, weights, strategy = _prepare_multi_worker(config, task, weights)
+    else:
+        manifest = prepare_data(config)
+        weights = task.prepare(config, manifest, weights)
+        strategy = distribute.make_strategy(config.strategy)
+    salvaged = {}
+    if config.skip_corrupt_records:
+        manifest, salvaged = corrupt.salvage(config.data_dir, manifest, os.path.join(config.workdir, "salvaged"))
     precision = distribute.set_precision(config.precision)
-    strategy = distribute.make_strategy(config.strategy)
     print(f"{task.name}: {strategy.num_replicas_in_sync} replica(s) "
           f"({type(strategy).__name__}), precision {precision}")
-    return Context(config, task, manifest, weights, precision, strategy)
+    return Context(config, task, manifest, weights, precision, strategy, salvaged)
+
+
+def _prepare_multi_worker(config: Config, task, weights):
+    """The strategy first (it joins the cluster before this process runs any TensorFlow op), then
+    the shards and the task's preparation (e.g. word embeddings under --data_dir): made by the
+    chief alone while the others wait, then read by the others."""
+    strategy = distribute.make_strategy("multi_worker")
+    cluster = multi_worker.cluster_of(strategy)
+    if cluster.is_chief:
+        manifest = prepare_data(config)
+        weights = task.prepare(config, manifest, weights)
+    multi_worker.from_chief(strategy, [0])  # a barrier: the chief's shards are complete
+    if not cluster.is_chief:
+        manifest = writer.read_manifest(config.data_dir)
+        weights = task.prepare(config, manifest, weights)
+    # Every worker checks the same manifest, so a shortage stops them all with the same message.
+    multi_worker.worker_input(manifest["splits"].get("train", {}).get("shards", []), cluster,
+                              strategy.num_replicas_in_sync, config.batch_size, config.steps_per_epoch)
+    return manifest, weights, strategy
 
 
 def prepare_data(config: Config) -> dict:
@@ -60,12 +90,14 @@ def prepare_data(config: Config) -> dict:
     return writer.read_manifest(config.data_dir)
 
 
-def build_model(context: Context, config: Config | None = None, pretrained: bool = True) -> keras.Model:
+def build_model(context: Context, config: Config | None = None, pretrained: bool = True,
+                distributed: bool = True) -> keras.Model:
     """The task's model under the run's strategy, seeded (`config` defaults to the run's);
-    `pretrained=False` skips loading pretrained weights that a checkpoint will replace."""
+    `pretrained=False` skips loading pretrained weights that a checkpoint will replace;
+    `distributed=False` builds it outside the strategy (plain variables, on this host alone)."""
     config = config or context.config
     keras.utils.set_random_seed(config.seed)
-    with context.strategy.scope():
+    with context.strategy.scope() if distributed else contextlib.nullcontext():
         return context.task.build_model(config, len(context.class_names),
                                         context.weights if pretrained else None)
 
@@ -92,21 +124,41 @@ def training_data(context: Context, config: Config | None = None, extra_train_pa
         shown = ", ".join(f"{name} {weight:.2f}" for name, weight in list(zip(class_names, weights))[:12])
         print(f"class weights: {shown}{' ...' if len(class_names) > 12 else ''}")
     cache_bytes = int(config.cache_max_gb * 2**30) if config.cache else 0
+    batch_size, steps = config.batch_size, config.steps_per_epoch
+    steps_per_epoch = None
+    cluster = multi_worker.cluster_of(context.strategy)
+    if cluster is not None:
+        # This worker's shards, in replica batches; the same number of steps on every worker (so
+        # each pass is capped, which also means the decoded images are not cached).
+        shards = manifest["splits"]["train"]["shards"]
+        share = multi_worker.worker_input(shards, cluster, context.strategy.num_replicas_in_sync,
+                                          config.batch_size, config.steps_per_epoch)
+        train_paths = [path for path, shard in zip(context.paths("train"), shards) if shard["file"] in share.files]
+        records, batch_size, steps = share.records, share.replica_batch, share.batches_per_epoch
+        steps_per_epoch = share.steps_per_epoch
+        print(f"worker {cluster.rank} of {cluster.workers}: {len(share.files)} training shard(s), {records} "
+              f"records, {share.steps_per_epoch} steps per epoch of {config.batch_size} examples")
 
     def train(first_epoch: int, end_epoch: int, cache_max_bytes: int = cache_bytes):
         return inputs.train_dataset(
             train_paths, features_fn(context, config),
-            functools.partial(task.target, config=config, num_classes=len(class_names)), config.batch_size,
-            records, augmenter, config.seed, cache_max_bytes, config.steps_per_epoch, label_weights=weights,
+            functools.partial(task.target, config=config, num_classes=len(class_names)), batch_size,
+            records, augmenter, config.seed, cache_max_bytes, steps, label_weights=weights,
             first_epoch=first_epoch, end_epoch=end_epoch)
 
     val_truth = inputs.read_split(val_paths)
-    sample = next(iter(train(0, 1, cache_max_bytes=0)))[0]  # uncached: a partial pass would fill no cache
+    # A few augmented inputs for TensorBoard, from the first records alone, in-graph: an iterator
+    # dropped half-way (next(iter(...))) blocks whichever later moment tears it down until its
+    # background work ends (seconds of shuffle filling; benchmarks/train_step.py, README).
+    shown = min(8, records)
+    sample = inputs.predict_dataset(train_paths, features_fn(context, config), shown, shown).take(1).get_single_element()
+    if "image" in sample and augmenter is not None:
+        sample = {**sample, "image": augmenter(sample["image"], tf.constant([config.seed, 0], tf.int64))}
     return training.TrainingData(
-        train=train, steps_per_epoch=inputs.epoch_steps(records, config.batch_size, config.steps_per_epoch),
+        train=train, steps_per_epoch=steps_per_epoch or inputs.epoch_steps(records, batch_size, steps),
         val=inputs.predict_dataset(val_paths, features_fn(context, config), config.batch_size, len(val_truth)),
         val_truth=val_truth, class_names=class_names,
-        sample_images=sample["image"][:8] if "image" in sample else None)
+        sample_images=sample.get("image"))
 
 
 def predict(context: Context, model: keras.Model, paths: list[str], label: str = "predicting") -> Predictions:

@@ -36,7 +36,7 @@ def serialized_records(paths: list[str], shuffle_seed: int | None = None) -> tf.
         raise ValueError("no shards to read: the split is empty")
     files = tf.data.Dataset.from_tensor_slices(paths)
     if shuffle_seed is not None:
-        files = files.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+        files = files.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=False)
     return files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(paths), 8),
                             num_parallel_calls=AUTOTUNE, deterministic=True)
 
@@ -183,8 +183,10 @@ def train_dataset(paths: list[str], features: FeatureFn, target: Callable[[dict]
         source = cached if cached is not None else records(paths, shuffle_seed=pass_seed).map(
             example, num_parallel_calls=AUTOTUNE)
         # drop_remainder: every replica gets an equal slice under MirroredStrategy.
-        batches = source.shuffle(buffer, seed=pass_seed).batch(batch_size, drop_remainder=True,
-                                                              num_parallel_calls=AUTOTUNE)
+        # Not reshuffled per iteration: a pass must be the same however often it is iterated (Keras
+        # reads one batch of a fresh iterator to build the model under a strategy, then starts again).
+        batches = source.shuffle(buffer, seed=pass_seed, reshuffle_each_iteration=False).batch(
+            batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
         if steps:  # smoke runs (which never cache: a pass cut short could leave a cache unfinished)
             batches = batches.take(per_epoch)
         if augmenter is None or "image" not in batches.element_spec[0]:

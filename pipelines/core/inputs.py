@@ -86,7 +86,6 @@ class Augmenter:
     flip: bool
     zoom: float
     shift: float
-    seed: int
     rand_augment: keras.layers.Layer | None = None  # built once: a layer cannot be made in a tf.function
 
     def __call__(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -120,7 +119,7 @@ def make_augmenter(flip: bool, zoom: float, shift: float, seed: int,
         return None
     rand_augment = keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5,
                                             seed=seed + 3) if randaugment else None
-    return Augmenter(flip, zoom, shift, seed, rand_augment)
+    return Augmenter(flip, zoom, shift, rand_augment)
 
 
 FeatureFn = Callable[[dict], dict]

@@ -98,7 +98,8 @@ def train(config: Config, model: keras.Model, data: TrainingData, task,
         backup_dir = os.path.join(config.workdir, "backup", name)
         verbose = 2 if os.environ.get("CI") else 1
         end_epoch = first_epoch + phase.epochs
-        if resume_epoch(backup_dir, first_epoch) >= end_epoch:
+        resume_at = resume_epoch(backup_dir, first_epoch)
+        if resume_at >= end_epoch:
             # Killed after the phase's last backup and before its done marker: nothing to run
             # (a fit would build a dataset of no epochs and fail), the backup is the phase's end.
             with strategy.scope():
@@ -109,17 +110,16 @@ def train(config: Config, model: keras.Model, data: TrainingData, task,
             # read as `self._initial_epoch or initial_epoch`): the next phase would start there.
             model._initial_epoch = None
             model.fit(
-                data.train(resume_epoch(backup_dir, first_epoch), first_epoch + phase.epochs),
+                data.train(resume_at, end_epoch),
                 steps_per_epoch=data.steps_per_epoch,
                 initial_epoch=first_epoch,
-                epochs=first_epoch + phase.epochs,
+                epochs=end_epoch,
                 shuffle=False,  # the dataset shuffles itself; Keras would only warn that it cannot
                 callbacks=phase_callbacks(config, name, data, task, best),
                 verbose=verbose,
             )
         else:  # Keras' fit fails under MultiWorkerMirroredStrategy: the same phase, our own loop
-            multi_worker.fit(model, strategy, data.train, resume_epoch(backup_dir, first_epoch),
-                             first_epoch + phase.epochs, data.steps_per_epoch,
+            multi_worker.fit(model, strategy, data.train, resume_at, end_epoch, data.steps_per_epoch,
                              phase_callbacks(config, name, data, task, best, strategy),
                              config.batch_size, task.train_metrics, verbose)
         pipeline_callbacks.save_weights_atomically(model, last_weights)
